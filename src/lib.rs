@@ -15,8 +15,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod error;
 pub mod pipeline;
 pub mod store;

@@ -1,0 +1,501 @@
+//! The emulated HTTP API: the request gate and the route handlers.
+//!
+//! Role: turn one HTTP request into one answer, like Mixpeek's API would.
+//! Inputs: requests from the connection layer (`server.rs`), each carrying a
+//! [`ConnectionKill`] handle; the shared [`State`].
+//! Outputs: responses; entries in the request and object records.
+//!
+//! Order of checks, outermost first (the gate, then the handler):
+//! 1. outage (every path), fault script and quota (`/v1/...` only);
+//! 2. routing: unknown path → 404 with an empty body, known path with another
+//!    method or a disabled dialect → 405 with an empty body (what a bare router
+//!    answers, and what dialect auto-detection keys on);
+//! 3. bearer key → 401 envelope; bucket → 404 envelope; body → 422 (FastAPI
+//!    `detail` for shape errors, envelope for schema mismatches).
+//!
+//! Invariant: every request that reaches the gate is recorded once, with the
+//! status it was answered (0 for a scripted dropped connection), before the
+//! answer leaves, so a client that got an answer always finds its request in
+//! the record.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::{Extension, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+use crate::envelope::{
+    empty_response, envelope, json_response, not_found, unauthorized, validation_detail,
+};
+use crate::state::{Accepted, Admission, RecordedRequest, Shared, TaskRecord, bucket_id};
+use crate::timestamp::rfc3339;
+use crate::validate::{Dialect, FieldError, Rejection, ValidObject, validate_create};
+
+/// Largest request body the gate reads (inline blobs are at most 50 MiB of
+/// base64 on Mixpeek's biggest tier).
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Closes the connection a request arrived on, without an answer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnectionKill(pub(crate) Arc<Notify>);
+
+/// The request body as the gate read it, handed to handlers.
+#[derive(Debug, Clone)]
+enum RequestBody {
+    Empty,
+    Json(Arc<Value>),
+    Invalid,
+}
+
+impl RequestBody {
+    fn parse(bytes: &Bytes) -> Self {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return RequestBody::Empty;
+        }
+        match serde_json::from_slice(bytes) {
+            Ok(value) => RequestBody::Json(Arc::new(value)),
+            Err(_) => RequestBody::Invalid,
+        }
+    }
+
+    fn recorded(&self) -> Value {
+        match self {
+            RequestBody::Json(value) => Value::clone(value),
+            RequestBody::Empty | RequestBody::Invalid => Value::Null,
+        }
+    }
+}
+
+/// The router with the gate around it.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/buckets/{bucket}", get(get_bucket))
+        .route("/v1/buckets/{bucket}/objects", post(create_objects))
+        .route(
+            "/v1/buckets/{bucket}/objects/create",
+            post(create_objects_create),
+        )
+        .route("/v1/tasks/{task_id}", get(get_task))
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), gate))
+        .with_state(shared)
+}
+
+/// Reads and records every request; answers it from the outage, the fault
+/// script or the quota when they say so, else passes it to the router.
+async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let received_at = Instant::now();
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or_else(
+        || parts.uri.path().to_string(),
+        |pq| pq.as_str().to_string(),
+    );
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_string(), value)
+        })
+        .collect();
+    let mut recording = Recording {
+        shared: Arc::clone(&shared),
+        entry: Some(RecordedRequest {
+            method: parts.method.to_string(),
+            path,
+            status: 0,
+            headers,
+            body: Value::Null,
+            received_at,
+        }),
+    };
+    let kill = parts.extensions.get::<ConnectionKill>().cloned();
+
+    let body = match to_bytes(body, MAX_BODY_BYTES).await {
+        Err(_) => {
+            let message = format!("Request body larger than {MAX_BODY_BYTES} bytes or unreadable");
+            let answer = json_response(413, &envelope(413, &message, None));
+            recording.finish(413);
+            return answer;
+        }
+        Ok(bytes) => RequestBody::parse(&bytes),
+    };
+    recording.set_body(body.recorded());
+
+    let admission = shared.update(|s| s.admit(parts.uri.path(), received_at));
+    let response = match admission {
+        Admission::Pass => {
+            parts.extensions.insert(body);
+            next.run(Request::from_parts(parts, Body::empty())).await
+        }
+        Admission::Answer {
+            status,
+            retry_after,
+            delay,
+            body,
+        } => {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            let mut answer = json_response(status, &body);
+            if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                answer.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            answer
+        }
+        Admission::Drop { delay } => {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            let Some(ConnectionKill(notify)) = kill else {
+                // Without a connection handle (router driven directly) the
+                // closest thing to a dropped connection is a bare gateway error.
+                recording.finish(502);
+                return empty_response(502);
+            };
+            recording.finish(0);
+            notify.notify_one();
+            // The connection task drops this future together with the connection.
+            return std::future::pending().await;
+        }
+    };
+    recording.finish(response.status().as_u16());
+    response
+}
+
+/// Records its request exactly once: with the answered status through
+/// [`Recording::finish`], or with status 0 when dropped first (no answer was
+/// sent: a scripted drop, a closed port, or a client that went away while its
+/// answer was delayed).
+struct Recording {
+    shared: Arc<Shared>,
+    entry: Option<RecordedRequest>,
+}
+
+impl Recording {
+    fn set_body(&mut self, body: Value) {
+        if let Some(entry) = &mut self.entry {
+            entry.body = body;
+        }
+    }
+
+    fn finish(mut self, status: u16) {
+        self.write(status);
+    }
+
+    fn write(&mut self, status: u16) {
+        let Some(mut entry) = self.entry.take() else {
+            return;
+        };
+        entry.status = status;
+        tracing::info!(
+            method = %entry.method,
+            path = %entry.path,
+            status,
+            elapsed_ms = u64::try_from(entry.received_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "request"
+        );
+        self.shared.update(|s| s.requests.push(entry));
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.write(0);
+    }
+}
+
+/// False when a key is configured and the request does not carry it as
+/// `Authorization: Bearer <key>`.
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+    let state = shared.lock();
+    let Some(expected) = state.api_key.as_deref() else {
+        return true;
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    presented == Some(expected)
+}
+
+/// The name and schema of the bucket a path identifies.
+fn find_bucket(shared: &Shared, identifier: &str) -> Option<(String, Value)> {
+    let state = shared.lock();
+    state.bucket_name(identifier).and_then(|name| {
+        let schema = state.buckets.get(&name)?.schema.clone();
+        Some((name, schema))
+    })
+}
+
+async fn create_objects_create(
+    State(shared): State<Arc<Shared>>,
+    Path(bucket): Path<String>,
+    headers: HeaderMap,
+    Extension(body): Extension<RequestBody>,
+) -> Response {
+    create(
+        &shared,
+        Dialect::ObjectsCreate,
+        &bucket,
+        &headers,
+        &body,
+        true,
+    )
+}
+
+async fn create_objects(
+    State(shared): State<Arc<Shared>>,
+    Path(bucket): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    Extension(body): Extension<RequestBody>,
+) -> Response {
+    let auto_process = match query.get("auto_process").map(|v| parse_bool(v)) {
+        None => false,
+        Some(Some(flag)) => flag,
+        Some(None) => {
+            let error = FieldError::new(
+                vec![json!("query"), json!("auto_process")],
+                "bool_parsing",
+                "Input should be a valid boolean, unable to interpret input",
+            );
+            return json_response(422, &validation_detail(&[error]));
+        }
+    };
+    create(
+        &shared,
+        Dialect::Objects,
+        &bucket,
+        &headers,
+        &body,
+        auto_process,
+    )
+}
+
+/// pydantic's lax boolean parsing of query values.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" | "t" | "y" => Some(true),
+        "false" | "0" | "no" | "off" | "f" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+fn create(
+    shared: &Shared,
+    dialect: Dialect,
+    identifier: &str,
+    headers: &HeaderMap,
+    body: &RequestBody,
+    with_task: bool,
+) -> Response {
+    let enabled = {
+        let dialects = shared.lock().dialects;
+        match dialect {
+            Dialect::ObjectsCreate => dialects.objects_create,
+            Dialect::Objects => dialects.objects,
+        }
+    };
+    if !enabled {
+        return empty_response(405);
+    }
+    if !authorized(shared, headers) {
+        return json_response(401, &unauthorized());
+    }
+    let Some((bucket, schema)) = find_bucket(shared, identifier) else {
+        return json_response(404, &not_found("bucket", identifier));
+    };
+    let value = match body {
+        RequestBody::Json(value) => value,
+        RequestBody::Empty => {
+            let error = FieldError::new(vec![json!("body")], "missing", "Field required");
+            return json_response(422, &validation_detail(&[error]));
+        }
+        RequestBody::Invalid => {
+            let error = FieldError::new(
+                vec![json!("body"), json!(0)],
+                "json_invalid",
+                "JSON decode error",
+            );
+            return json_response(422, &validation_detail(&[error]));
+        }
+    };
+    let object = match validate_create(dialect, value, &bucket, &schema) {
+        Ok(object) => object,
+        Err(Rejection::Shape(errors)) => {
+            return json_response(422, &validation_detail(&errors));
+        }
+        Err(Rejection::Schema { message, details }) => {
+            return json_response(422, &envelope(422, &message, Some(details)));
+        }
+    };
+    let accepted = shared.update(|s| {
+        s.accept(
+            dialect,
+            &bucket,
+            Value::clone(value),
+            with_task,
+            Instant::now(),
+        )
+    });
+    let Some(accepted) = accepted else {
+        return json_response(404, &not_found("bucket", identifier));
+    };
+    let answer = match dialect {
+        Dialect::ObjectsCreate => json!({
+            "task_id": accepted.task_id,
+            "status": "PENDING",
+            "inputs": [],
+            "outputs": [],
+        }),
+        Dialect::Objects => object_response(&object, &accepted, &bucket),
+    };
+    json_response(200, &answer)
+}
+
+/// `ObjectResponse` for an accepted object. Blob payloads are not echoed (the
+/// real service answers storage URLs, not the data).
+fn object_response(object: &ValidObject, accepted: &Accepted, bucket: &str) -> Value {
+    let number = accepted.object_id.trim_start_matches("obj_");
+    let blobs: Vec<Value> = object
+        .blobs
+        .iter()
+        .enumerate()
+        .map(|(index, blob)| {
+            let mut properties = blob.metadata.clone();
+            properties.insert(
+                "url".to_string(),
+                json!(format!(
+                    "s3://mixpeek-mock/{bucket}/{}/{}",
+                    accepted.object_id, blob.property
+                )),
+            );
+            if let Some(upload_id) = &blob.upload_id {
+                properties.insert("upload_id".to_string(), json!(upload_id));
+            }
+            json!({
+                "blob_id": format!("blob_{number}_{}", index + 1),
+                "property": blob.property,
+                "type": blob.kind,
+                "key_prefix": blob.key_prefix,
+                "properties": properties,
+            })
+        })
+        .collect();
+    let now = rfc3339(SystemTime::now());
+    let mut answer = Map::new();
+    answer.insert("object_id".into(), json!(accepted.object_id));
+    answer.insert("bucket_id".into(), json!(accepted.bucket_id));
+    answer.insert("key_prefix".into(), json!(object.key_prefix));
+    answer.insert("blobs".into(), Value::Array(blobs));
+    answer.insert("metadata".into(), Value::Object(object.metadata.clone()));
+    answer.insert("skip_duplicates".into(), json!(object.skip_duplicates));
+    answer.insert("status".into(), json!("PENDING"));
+    if let Some(task_id) = &accepted.task_id {
+        answer.insert("task_id".into(), json!(task_id));
+    }
+    answer.insert("created_at".into(), json!(now));
+    answer.insert("updated_at".into(), json!(now));
+    Value::Object(answer)
+}
+
+async fn get_bucket(
+    State(shared): State<Arc<Shared>>,
+    Path(identifier): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&shared, &headers) {
+        return json_response(401, &unauthorized());
+    }
+    let state = shared.lock();
+    let Some((name, bucket)) = state
+        .bucket_name(&identifier)
+        .and_then(|name| state.buckets.get(&name).map(|b| (name, b)))
+    else {
+        return json_response(404, &not_found("bucket", &identifier));
+    };
+    let created = rfc3339(bucket.created_at);
+    json_response(
+        200,
+        &json!({
+            "bucket_id": bucket_id(&name),
+            "bucket_name": name,
+            "description": null,
+            "bucket_schema": bucket.schema,
+            "metadata": {},
+            "object_count": bucket.object_count,
+            "total_size_bytes": 0,
+            "created_at": created,
+            "updated_at": created,
+            "status": "ACTIVE",
+            "is_locked": false,
+        }),
+    )
+}
+
+async fn get_task(
+    State(shared): State<Arc<Shared>>,
+    Path(task_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&shared, &headers) {
+        return json_response(401, &unauthorized());
+    }
+    let state = shared.lock();
+    let Some(task) = state.tasks.get(&task_id) else {
+        return json_response(404, &not_found("task", &task_id));
+    };
+    json_response(
+        200,
+        &json!({
+            "task_id": task_id,
+            "task_type": TaskRecord::TASK_TYPE,
+            "status": task.status(),
+            "inputs": [],
+            "outputs": [],
+            "additional_data": {
+                "object_id": task.object_id,
+                "bucket_id": bucket_id(&task.bucket),
+            },
+            "created_at": rfc3339(task.created_at),
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("true", Some(true))]
+    #[case("False", Some(false))]
+    #[case("1", Some(true))]
+    #[case("off", Some(false))]
+    #[case("maybe", None)]
+    #[case("", None)]
+    fn auto_process_parsing(#[case] raw: &str, #[case] parsed: Option<bool>) {
+        assert_eq!(parse_bool(raw), parsed);
+    }
+
+    #[rstest]
+    #[case(b"".as_slice(), Value::Null)]
+    #[case(b"  \n".as_slice(), Value::Null)]
+    #[case(b"{\"a\":1}".as_slice(), json!({"a": 1}))]
+    #[case(b"not json".as_slice(), Value::Null)]
+    fn bodies_are_recorded_as_json_or_null(#[case] raw: &[u8], #[case] recorded: Value) {
+        let body = RequestBody::parse(&Bytes::copy_from_slice(raw));
+        assert_eq!(body.recorded(), recorded);
+    }
+}

@@ -1,0 +1,243 @@
+//! Build: turn one ready group into the object to send.
+//!
+//! This is the shell around the pure `hash ─► classify ─► build` boxes: it
+//! reads each member once (`hash::read_file`), asks `pipeline::classify` for its
+//! type, `pipeline::request` for its delivery and data, `pipeline::group` for
+//! its property and metadata, and returns what the store should record. Every
+//! outcome that concerns the group alone (a property clash, a file nobody can
+//! classify, a broken sidecar) comes back as `Built::LocalDead`, never as an
+//! error that stops the pipeline.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+use tracing::{debug, warn};
+
+use super::hash::{self, ReadError};
+use super::scan::ScannedFile;
+use crate::config::Watch;
+use crate::pipeline::classify::Classifier;
+use crate::pipeline::group;
+use crate::pipeline::request;
+use crate::pipeline::{BlobSpec, ObjectSpec};
+use crate::store::{NewFile, NewObject};
+use crate::telemetry::Counters;
+
+/// Largest sidecar read; metadata is small, anything bigger is a mistake.
+const SIDECAR_MAX_BYTES: u64 = 1024 * 1024;
+
+/// What became of a group.
+#[derive(Debug)]
+pub enum Built {
+    /// Ready to enqueue.
+    Object {
+        object: NewObject,
+        spec: ObjectSpec,
+        bytes: u64,
+    },
+    /// Refused locally; recorded as a dead letter, never sent.
+    LocalDead { object: NewObject, reason: String },
+    /// Every blob was already delivered to this bucket (`skip_duplicates`).
+    Skipped { object: NewObject },
+    /// Members that changed or vanished while read; they go back to settling.
+    Unsettled { changed: Vec<String> },
+    /// Nothing left to send: every member vanished or could not be read.
+    Empty,
+}
+
+/// A member file that could not be read for a reason of its own (permissions,
+/// I/O); it is left out of this attempt and retried at the next scan.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub path: PathBuf,
+    pub error: String,
+}
+
+/// Everything `build_group` needs to know about its watch.
+pub struct GroupContext<'a> {
+    pub watch: &'a Watch,
+    pub watch_id: &'a str,
+    pub classifier: &'a Classifier,
+    pub dialect_has_upload: bool,
+    pub counters: &'a Counters,
+}
+
+/// Reads, classifies and builds one group. `is_delivered(sha256)` answers
+/// whether a blob with that hash was already delivered to the bucket.
+pub fn build_group(
+    ctx: &GroupContext<'_>,
+    key_prefix: &str,
+    members: &[ScannedFile],
+    sidecars: &[ScannedFile],
+    is_delivered: &dyn Fn(&str) -> bool,
+    unreadable: &mut Vec<Unreadable>,
+) -> Built {
+    let watch = ctx.watch;
+    let mut changed = Vec::new();
+    let mut files = Vec::new();
+    let mut blobs = Vec::new();
+    let mut properties = Vec::new();
+    let mut problems = Vec::new();
+    let mut bytes = 0u64;
+    let mut all_duplicates = true;
+
+    for member in members {
+        let read = match hash::read_file(
+            &member.abs,
+            member.size,
+            member.mtime_ns,
+            watch.inline_max_bytes,
+        ) {
+            Ok(read) => read,
+            Err(ReadError::Changed) => {
+                changed.push(member.rel.clone());
+                continue;
+            }
+            Err(ReadError::Vanished) => continue,
+            Err(err) => {
+                unreadable.push(Unreadable {
+                    path: member.abs.clone(),
+                    error: err.to_string(),
+                });
+                continue;
+            }
+        };
+        Counters::add(&ctx.counters.files_hashed, 1);
+        Counters::add(&ctx.counters.bytes_hashed, read.size);
+        files.push(NewFile {
+            rel: member.rel.clone(),
+            size: read.size,
+            mtime_ns: read.mtime_ns,
+            sha256: read.sha256.clone(),
+        });
+
+        let classified = match ctx.classifier.classify(&member.rel, &read.head) {
+            Ok(classified) => classified,
+            Err(reason) => {
+                problems.push(reason);
+                continue;
+            }
+        };
+        properties.push((member.rel.clone(), classified.property.clone()));
+
+        if watch.skip_duplicates && is_delivered(&read.sha256) {
+            debug!(path = %member.abs.display(), "blob already delivered to this bucket; left out");
+            continue;
+        }
+        all_duplicates = false;
+
+        let file_name = member.rel.rsplit('/').next().unwrap_or(&member.rel);
+        let rule_delivery = ctx.classifier.rule_delivery(&member.rel);
+        let delivery = match request::choose_delivery(
+            watch,
+            rule_delivery,
+            &classified.blob_type,
+            read.size,
+            ctx.dialect_has_upload,
+        ) {
+            Ok(delivery) => delivery,
+            Err(reason) => {
+                problems.push(format!("{}: {reason}", member.rel));
+                continue;
+            }
+        };
+        let Some(content) = read.content.as_deref() else {
+            problems.push(format!(
+                "{}: {} bytes is above inline_max_bytes ({}) and cannot be sent as a value",
+                member.rel, read.size, watch.inline_max_bytes
+            ));
+            continue;
+        };
+        match request::blob_data(
+            delivery,
+            content,
+            &classified.mime,
+            file_name,
+            key_prefix,
+            watch.url_template.as_deref(),
+        ) {
+            Ok(data) => {
+                bytes += read.size;
+                blobs.push(BlobSpec {
+                    property: classified.property,
+                    blob_type: classified.blob_type,
+                    key_prefix: format!("/{file_name}"),
+                    data,
+                });
+            }
+            Err(reason) => problems.push(format!("{}: {reason}", member.rel)),
+        }
+    }
+
+    if !changed.is_empty() {
+        return Built::Unsettled { changed };
+    }
+    if files.is_empty() {
+        return Built::Empty;
+    }
+    let object = NewObject {
+        watch: ctx.watch_id.to_owned(),
+        bucket: watch.bucket.clone(),
+        key_prefix: key_prefix.to_owned(),
+        spec_json: String::new(),
+        files,
+    };
+    if let Err(reason) = group::check_property_clash(&properties) {
+        problems.push(reason);
+    }
+    let metadata = match read_metadata(watch, sidecars) {
+        Ok(metadata) => metadata,
+        Err(reason) => {
+            problems.push(reason);
+            Map::new()
+        }
+    };
+    if !problems.is_empty() {
+        return Built::LocalDead {
+            object,
+            reason: problems.join("; "),
+        };
+    }
+    if all_duplicates {
+        return Built::Skipped { object };
+    }
+    let spec = ObjectSpec {
+        bucket: watch.bucket.clone(),
+        key_prefix: key_prefix.to_owned(),
+        metadata,
+        skip_duplicates: watch.skip_duplicates,
+        blobs,
+    };
+    let spec_json = serde_json::to_string(&spec).expect("an ObjectSpec always serialises");
+    Built::Object {
+        object: NewObject {
+            spec_json,
+            ..object
+        },
+        spec,
+        bytes,
+    }
+}
+
+/// `watch.metadata` merged with the group's sidecars, in order.
+fn read_metadata(watch: &Watch, sidecars: &[ScannedFile]) -> Result<Map<String, Value>, String> {
+    let mut metadata = watch.metadata.clone();
+    for sidecar in sidecars {
+        if sidecar.size > SIDECAR_MAX_BYTES {
+            return Err(format!(
+                "{}: sidecar is {} bytes; metadata sidecars are limited to {SIDECAR_MAX_BYTES}",
+                sidecar.rel, sidecar.size
+            ));
+        }
+        let bytes = match std::fs::read(&sidecar.abs) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => {
+                warn!(path = %sidecar.abs.display(), error = %err, "sidecar unreadable");
+                return Err(format!("{}: cannot read sidecar: {err}", sidecar.rel));
+            }
+        };
+        metadata = group::merge_metadata(&metadata, Some(&bytes), &sidecar.rel)?;
+    }
+    Ok(metadata)
+}

@@ -1,0 +1,243 @@
+//! Scan: walk a watch root and report every regular file with its size and
+//! mtime, and every entry that was passed over with the reason.
+//!
+//! Scans are the truth the daemon rests on (SPEC §2, promise 7), so a scan never
+//! fails on one bad entry: an unreadable directory, a FIFO, a symlink loop or a
+//! name that is not UTF-8 is reported and the walk goes on. Nothing is opened
+//! here; types come from `symlink_metadata` (or, when symlinks are followed,
+//! from the target's metadata after checking the target stays inside the root).
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use walkdir::WalkDir;
+
+use crate::pipeline::settle::{IgnoreReason, NameFilter};
+
+/// One regular file found by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedFile {
+    /// Relative to the watch root, `/`-separated.
+    pub rel: String,
+    pub abs: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// Why an entry was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    Ignored(IgnoreReason),
+    /// FIFO, socket, block or character device: never opened.
+    Special(&'static str),
+    NotUtf8,
+    SymlinkNotFollowed,
+    SymlinkOutsideRoot,
+    /// A directory or file that could not be read, a symlink loop, a path too long.
+    Unreadable(String),
+}
+
+impl SkipReason {
+    /// A short label, for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SkipReason::Ignored(r) => r.as_str(),
+            SkipReason::Special(kind) => kind,
+            SkipReason::NotUtf8 => "not_utf8",
+            SkipReason::SymlinkNotFollowed => "symlink",
+            SkipReason::SymlinkOutsideRoot => "symlink_outside_root",
+            SkipReason::Unreadable(_) => "unreadable",
+        }
+    }
+
+    /// Whether an operator should hear about it: ignored temp names and
+    /// not-followed symlinks are by design, the rest needs a look.
+    pub fn is_problem(&self) -> bool {
+        !matches!(
+            self,
+            SkipReason::Ignored(_) | SkipReason::SymlinkNotFollowed
+        )
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::Ignored(r) => write!(f, "ignored ({})", r.as_str()),
+            SkipReason::Special(kind) => write!(f, "not a regular file ({kind}); never opened"),
+            SkipReason::NotUtf8 => {
+                write!(
+                    f,
+                    "name is not valid UTF-8 and cannot be a key prefix; rename it"
+                )
+            }
+            SkipReason::SymlinkNotFollowed => {
+                write!(
+                    f,
+                    "symlink not followed (set follow_symlinks = true to follow)"
+                )
+            }
+            SkipReason::SymlinkOutsideRoot => {
+                write!(f, "symlink points outside the watch root; never followed")
+            }
+            SkipReason::Unreadable(e) => write!(f, "unreadable: {e}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: SkipReason,
+}
+
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    pub files: Vec<ScannedFile>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Modification time in nanoseconds since the epoch, as the store keeps it.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+/// Walks `root`. Fails only when the root itself cannot be read.
+pub fn scan(
+    root: &Path,
+    follow_symlinks: bool,
+    filter: &NameFilter,
+) -> std::io::Result<ScanResult> {
+    let canonical_root = root.canonicalize()?;
+    if !canonical_root.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "watch path is not a directory",
+        ));
+    }
+    let mut result = ScanResult::default();
+    let mut pruned = Vec::new();
+    let walker = WalkDir::new(&canonical_root)
+        .follow_links(follow_symlinks)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|entry| {
+            if entry.depth() == 0 {
+                return true;
+            }
+            // Hidden directories are never descended into (SPEC §3).
+            let hidden = entry.file_name().as_encoded_bytes().first() == Some(&b'.');
+            if hidden && entry.file_type().is_dir() {
+                pruned.push(Skipped {
+                    path: entry.path().to_path_buf(),
+                    reason: SkipReason::Ignored(IgnoreReason::Hidden),
+                });
+                return false;
+            }
+            if entry.path_is_symlink() && follow_symlinks {
+                let inside = entry
+                    .path()
+                    .canonicalize()
+                    .map(|target| target.starts_with(&canonical_root))
+                    .unwrap_or(false);
+                if !inside {
+                    pruned.push(Skipped {
+                        path: entry.path().to_path_buf(),
+                        reason: SkipReason::SymlinkOutsideRoot,
+                    });
+                    return false;
+                }
+            }
+            true
+        });
+    for entry in walker {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => {
+                let path = err
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| canonical_root.clone());
+                let why = match err.loop_ancestor() {
+                    Some(ancestor) => format!("symlink loop back to {}", ancestor.display()),
+                    None => err.to_string(),
+                };
+                result.skipped.push(Skipped {
+                    path,
+                    reason: SkipReason::Unreadable(why),
+                });
+                continue;
+            }
+        };
+        if entry.depth() == 0 {
+            continue;
+        }
+        let file_type = entry.file_type();
+        if file_type.is_dir() {
+            continue;
+        }
+        let skip = |reason| Skipped {
+            path: entry.path().to_path_buf(),
+            reason,
+        };
+        if file_type.is_symlink() {
+            // Only reached when links are not followed.
+            result.skipped.push(skip(SkipReason::SymlinkNotFollowed));
+            continue;
+        }
+        if !file_type.is_file() {
+            let kind = if file_type.is_fifo() {
+                "fifo"
+            } else if file_type.is_socket() {
+                "socket"
+            } else if file_type.is_block_device() {
+                "block_device"
+            } else if file_type.is_char_device() {
+                "char_device"
+            } else {
+                "special"
+            };
+            result.skipped.push(skip(SkipReason::Special(kind)));
+            continue;
+        }
+        let Some(rel) = relative(&canonical_root, entry.path()) else {
+            result.skipped.push(skip(SkipReason::NotUtf8));
+            continue;
+        };
+        if let Err(reason) = filter.check(&rel) {
+            result.skipped.push(skip(SkipReason::Ignored(reason)));
+            continue;
+        }
+        match entry.metadata() {
+            Ok(meta) => result.files.push(ScannedFile {
+                rel,
+                abs: entry.path().to_path_buf(),
+                size: meta.len(),
+                mtime_ns: mtime_ns(&meta),
+            }),
+            // Deleted between the directory read and the stat: gone, not an error.
+            Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {}
+            Err(err) => result
+                .skipped
+                .push(skip(SkipReason::Unreadable(err.to_string()))),
+        }
+    }
+    result.skipped.extend(pruned);
+    Ok(result)
+}
+
+/// `path` relative to `root` as a `/`-separated UTF-8 string; `None` when a
+/// component is not UTF-8.
+fn relative(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let mut out = String::new();
+    for component in rel.components() {
+        if !out.is_empty() {
+            out.push('/');
+        }
+        out.push_str(component.as_os_str().to_str()?);
+    }
+    Some(out)
+}

@@ -1,0 +1,119 @@
+//! `check`, `status`, `retry` and `demo` from the outside.
+
+use crate::harness::{Env, Run, TIMEOUT, bin};
+
+#[test]
+fn check_reports_every_mistake_with_its_line() {
+    let env = Env::new();
+    let path = env.root().join("config.toml");
+    std::fs::write(
+        &path,
+        r#"[api]
+dialect = "newest"
+
+[[watch]]
+path = "/srv/drop"
+bucket = "b"
+settle = "two seconds"
+colour = "blue"
+"#,
+    )
+    .unwrap();
+    let run = env.run(&["check"]);
+    run.assert_code(78);
+    let problems: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("config.toml:"))
+        .collect();
+    assert_eq!(problems.len(), 3, "{}", run.stderr);
+    assert!(
+        problems[0].contains(":2:") && problems[0].contains("dialect"),
+        "{}",
+        problems[0]
+    );
+    assert!(
+        problems[1].contains(":7:") && problems[1].contains("settle"),
+        "{}",
+        problems[1]
+    );
+    assert!(
+        problems[2].contains(":8:") && problems[2].contains("colour"),
+        "{}",
+        problems[2]
+    );
+}
+
+#[test]
+fn the_example_config_passes_check() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let run = Run::wait(
+        {
+            let mut cmd = bin();
+            cmd.args(["--config", example, "check"]);
+            cmd.spawn().unwrap()
+        },
+        TIMEOUT,
+    );
+    run.assert_code(0);
+}
+
+#[test]
+fn a_missing_config_is_a_configuration_error_naming_the_file() {
+    let run = Run::wait(
+        {
+            let mut cmd = bin();
+            cmd.args(["--config", "/nonexistent/mixpeek.toml", "once"]);
+            cmd.spawn().unwrap()
+        },
+        TIMEOUT,
+    );
+    run.assert_code(78);
+    assert!(
+        run.stderr.contains("/nonexistent/mixpeek.toml"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn demo_once_delivers_the_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Run::wait(
+        {
+            let mut cmd = bin();
+            cmd.args(["demo", "--once"]).current_dir(dir.path());
+            cmd.spawn().unwrap()
+        },
+        TIMEOUT,
+    );
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("\"key_prefix\": \"/contract-2024\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("\"property\": \"thumbnail\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        dir.path()
+            .join("mixpeek-demo/drop/contract-2024/content.pdf")
+            .is_file()
+    );
+}
+
+#[test]
+fn retry_puts_a_dead_letter_back_and_it_is_delivered() {
+    let env = Env::new();
+    env.write("a/file.txt", b"hello");
+    env.config("", "");
+    env.server.push_fault(mixpeek_mock::Fault::status(422));
+    env.run(&["once"]).assert_code(1);
+    assert!(env.server.objects().is_empty());
+    env.run(&["retry", "--all"]).assert_code(0);
+    env.run(&["once"]).assert_code(0);
+    assert_eq!(env.server.objects().len(), 1);
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real `mixpeek-ingest` binary against the emulator.
+//!
+//! Each test gets its own temp dir and its own emulator on 127.0.0.1:0, and
+//! waits on conditions with a timeout, never on a fixed sleep.
+
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod commands;
+mod harness;
+mod once;
+mod retry;
