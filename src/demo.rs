@@ -6,7 +6,6 @@
 //! reused), runs the pipeline on it and prints every object the emulator
 //! accepts. Without `--once` it keeps watching the drop folder until Ctrl-C.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mixpeek_mock::{MockConfig, MockServer};
-use serde_json::json;
 
 use crate::api;
 use crate::config;
@@ -45,18 +43,10 @@ pub async fn demo(
     once: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u8, FatalError> {
-    let mut schema = BTreeMap::new();
-    schema.insert(
-        DEMO_BUCKET.to_owned(),
-        json!({"properties": {
-            "content": {"type": "pdf"},
-            "thumbnail": {"type": "image"},
-        }}),
-    );
+    // A bucket without a schema, so whatever the user drops next is accepted.
     let server = MockServer::start(MockConfig {
         api_key: Some(DEMO_KEY.to_owned()),
-        buckets: schema,
-        ..MockConfig::default()
+        ..MockConfig::default().with_bucket(DEMO_BUCKET)
     })
     .map_err(|err| FatalError::io("127.0.0.1 (emulator listener)", err))?;
 
