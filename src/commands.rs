@@ -5,13 +5,14 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::api::{self, ApiClient};
 use crate::config::{self, Config, DialectSetting};
 use crate::daemon::intake::Intake;
+use crate::daemon::shutdown::{Control, Signals};
 use crate::daemon::submit::{DIALECT_META_KEY, now_ms};
-use crate::daemon::{Engine, build::Built};
+use crate::daemon::{Engine, StoreHandle, build::Built};
 use crate::error::{FatalError, exit};
 use crate::pipeline::{Dialect, ObjectSpec, request};
 use crate::store::Store;
@@ -60,12 +61,27 @@ pub async fn once(config: Config, shutdown: impl Future<Output = ()>) -> Result<
     Ok(exit::OK)
 }
 
-/// `run`: the daemon, until `shutdown`.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<u8, FatalError> {
-    let key = api::load_api_key(&config.api)?;
-    let engine = Engine::new(Arc::new(config), key, Arc::new(Counters::default()))?;
-    engine.run(shutdown).await?;
-    Ok(exit::OK)
+/// `run`: the daemon, until SIGTERM or SIGINT. SIGHUP restarts the engine
+/// on the new configuration once it has loaded; requests in flight finish
+/// first, and nothing recorded is lost across the switch.
+pub async fn run(config: Config, path: &Path) -> Result<u8, FatalError> {
+    let mut signals = Signals::install()?;
+    let counters = Arc::new(Counters::default());
+    let mut config = config;
+    loop {
+        let key = api::load_api_key(&config.api)?;
+        let engine = Engine::new(Arc::new(config.clone()), key, Arc::clone(&counters))?;
+        match engine.run(signals.next(path)).await? {
+            Control::Stop => {
+                info!("stopped; what was not delivered stays in the outbox");
+                return Ok(exit::OK);
+            }
+            Control::Reload(new) => {
+                info!(watches = new.watches.len(), "configuration reloaded");
+                config = *new;
+            }
+        }
+    }
 }
 
 /// `plan`: what would be sent now, one JSON line per object; no network, no
@@ -102,31 +118,29 @@ pub fn plan(config: &Config, out: &mut impl std::io::Write) -> Result<u8, FatalE
         .collect();
     let mut intake = Intake::new(&watches, &store)?;
     let counters = Counters::default();
-    let pass = intake.pass(
-        std::time::Instant::now(),
-        &store,
-        dialect.has_upload(),
-        &counters,
-    );
-    for group in pass.ready {
-        match group.built {
+    let now = std::time::Instant::now();
+    for index in 0..intake.len() {
+        intake.scan(index, now, &counters);
+    }
+    let (plans, waiting) = intake.ready(now, false);
+    let store = StoreHandle::new(store);
+    for plan in plans {
+        let (built, _) = plan.build(&store, dialect.has_upload(), &counters);
+        match built {
             Built::Object { spec, .. } => print(&spec)?,
             Built::LocalDead { reason, .. } => {
-                eprintln!(
-                    "plan: {} would be a dead letter: {reason}",
-                    group.key_prefix
-                );
+                eprintln!("plan: {} would be a dead letter: {reason}", plan.key_prefix);
             }
             Built::Skipped { .. } => {
                 eprintln!(
                     "plan: {} would be skipped: every blob already delivered",
-                    group.key_prefix
+                    plan.key_prefix
                 );
             }
             Built::Unsettled { .. } | Built::Empty => {}
         }
     }
-    for key_prefix in pass.awaiting_marker {
+    for key_prefix in waiting.awaiting_marker {
         eprintln!("plan: {key_prefix} waits for its ready_marker");
     }
     Ok(exit::OK)

@@ -37,7 +37,7 @@ fn execute(cli: Cli) -> Result<u8, FatalError> {
         .build()
         .map_err(|err| FatalError::Runtime(format!("cannot start the async runtime: {err}")))?;
     let config_path = cli.config;
-    match cli.command {
+    let result = match cli.command {
         Command::Demo { once, dir } => runtime.block_on(demo::demo(&dir, once, ctrl_c())),
         Command::Check { online } => {
             let config = commands::load_config(&config_path)?;
@@ -49,7 +49,7 @@ fn execute(cli: Cli) -> Result<u8, FatalError> {
         }
         Command::Run => {
             let config = commands::load_config(&config_path)?;
-            runtime.block_on(commands::run(config, shutdown_signal()))
+            runtime.block_on(commands::run(config, &config_path))
         }
         Command::Plan => {
             let config = commands::load_config(&config_path)?;
@@ -63,24 +63,14 @@ fn execute(cli: Cli) -> Result<u8, FatalError> {
             let config = commands::load_config(&config_path)?;
             commands::retry(&config, all, &ids)
         }
-    }
+    };
+    // Builds still reading a file must not hold the exit: what they did not
+    // record is found again at the next start.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 async fn ctrl_c() {
     // If the handler cannot be installed, the default action still stops us.
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// SIGTERM (systemd's stop) or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                () = ctrl_c() => {}
-            }
-        }
-        Err(_) => ctrl_c().await,
-    }
 }

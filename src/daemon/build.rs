@@ -141,12 +141,17 @@ pub fn build_group(
                 continue;
             }
         };
-        let Some(content) = read.content.as_deref() else {
-            problems.push(format!(
-                "{}: {} bytes is above inline_max_bytes ({}) and cannot be sent as a value",
-                member.rel, read.size, watch.inline_max_bytes
-            ));
-            continue;
+        // A URL carries no content; every other delivery carries the bytes read.
+        let content = match (delivery, read.content.as_deref()) {
+            (request::Delivery::Url, _) => &[][..],
+            (_, Some(content)) => content,
+            (_, None) => {
+                problems.push(format!(
+                    "{}: {} bytes is above inline_max_bytes ({}) and cannot be sent as a value",
+                    member.rel, read.size, watch.inline_max_bytes
+                ));
+                continue;
+            }
         };
         match request::blob_data(
             delivery,

@@ -1,21 +1,32 @@
-//! Intake: the front half of the pipeline, `discover ─► settle ─► group ─►
-//! hash ─► classify ─► build`, for every watch.
+//! Intake: the front half of the pipeline, `discover ─► settle ─► group`,
+//! for every watch, and the bookkeeping around `hash ─► classify ─► build`.
 //!
-//! One `pass` scans each watch root, feeds what it saw to the `Settler` and the
-//! `Grouper`, and builds the groups that became ready. It is synchronous (it
-//! walks directories and reads files); the engine runs it on the blocking pool.
+//! Intake keeps, per watch, the candidates: files seen that the store has not
+//! recorded in their current version (blobs waiting for their group), plus
+//! every sidecar and ready marker. Two kinds of input feed it:
+//! - `scan`: a full walk of the watch root, the truth (SPEC §2, promise 7);
+//!   candidates it no longer finds are forgotten;
+//! - `hint`: one path named by an OS event; it is looked at alone (a new
+//!   directory is walked).
+//!
+//! `ready` then turns the candidates into the groups that may be sent now,
+//! each as a `GroupPlan` that carries everything a build needs, so builds run
+//! on the blocking pool without holding intake.
+//!
 //! Files whose path, size and mtime match what the store already holds are
-//! dropped right after the scan, without being opened: that is the restart
-//! fast path, and why a second `once` over an unchanged tree hashes nothing.
+//! dropped as soon as they are seen, without being opened: that is the
+//! restart fast path, and why a second `once` over an unchanged tree hashes
+//! nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{debug, warn};
 
 use super::build::{self, Built, GroupContext, Unreadable};
-use super::scan::{self, ScannedFile};
+use super::scan::{self, PathState, ScanResult, ScannedFile, SkipReason};
 use crate::config::Watch;
 use crate::error::FatalError;
 use crate::pipeline::classify::Classifier;
@@ -24,36 +35,92 @@ use crate::pipeline::settle::{NameFilter, Settler};
 use crate::store::{NewFile, Store};
 use crate::telemetry::Counters;
 
+/// What a build needs to know of its watch; shared with builds in flight.
+pub struct WatchContext {
+    pub watch: Watch,
+    /// Stable identity of the watch in the store: its configured root path.
+    pub id: String,
+    pub classifier: Classifier,
+}
+
+/// A group that may be sent now, with its members as last seen.
+pub struct GroupPlan {
+    pub watch: usize,
+    pub key_prefix: String,
+    pub blobs: Vec<ScannedFile>,
+    pub sidecars: Vec<ScannedFile>,
+    pub context: Arc<WatchContext>,
+}
+
+impl GroupPlan {
+    /// Reads, hashes and builds the group. Blocking: run it off the async
+    /// threads. `store` answers the duplicate lookups; it is locked per
+    /// lookup, not for the whole build, so hashing never holds it.
+    pub fn build(
+        &self,
+        store: &super::StoreHandle,
+        has_upload: bool,
+        counters: &Counters,
+    ) -> (Built, Vec<Unreadable>) {
+        let watch = &self.context.watch;
+        let ctx = GroupContext {
+            watch,
+            watch_id: &self.context.id,
+            classifier: &self.context.classifier,
+            dialect_has_upload: has_upload,
+            counters,
+        };
+        let is_delivered = |sha256: &str| match store.lock().hash_delivered(&watch.bucket, sha256) {
+            Ok(delivered) => delivered,
+            Err(err) => {
+                warn!(error = %err, "duplicate lookup failed; sending the blob");
+                false
+            }
+        };
+        let mut unreadable = Vec::new();
+        let built = build::build_group(
+            &ctx,
+            &self.key_prefix,
+            &self.blobs,
+            &self.sidecars,
+            &is_delivered,
+            &mut unreadable,
+        );
+        (built, unreadable)
+    }
+}
+
+/// Groups that are not ready yet, by what they wait for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// Time alone will make these ready (members settling, quiet period).
+    pub settling: usize,
+    /// These wait for their `ready_marker`.
+    pub awaiting_marker: Vec<String>,
+}
+
+/// One candidate file and where it belongs.
+struct Candidate {
+    file: ScannedFile,
+    role: Role,
+    key_prefix: String,
+}
+
 /// One watch and what intake knows about it.
 struct WatchState {
-    watch: Watch,
-    /// Stable identity of the watch in the store: its root path.
-    id: String,
+    context: Arc<WatchContext>,
+    /// The canonical watch root, once it could be resolved.
+    root: Option<PathBuf>,
     filter: NameFilter,
-    classifier: Classifier,
     settler: Settler<String>,
     grouper: Grouper,
     /// (size, mtime) of every file the store has recorded in an object.
     known: HashMap<String, (u64, i64)>,
-    /// Paths already reported, so a problem is logged once, not every pass.
+    candidates: HashMap<String, Candidate>,
+    /// Groups handed out by `ready` whose build has not come back.
+    building: HashSet<String>,
+    /// Paths already reported, so a problem is logged once, not every scan.
     reported: HashSet<PathBuf>,
-}
-
-/// A group that a pass found ready, and what building it gave.
-#[derive(Debug)]
-pub struct ReadyGroup {
-    pub watch: usize,
-    pub key_prefix: String,
-    pub built: Built,
-}
-
-#[derive(Debug, Default)]
-pub struct PassOutput {
-    pub ready: Vec<ReadyGroup>,
-    /// Groups that time alone will make ready (members still settling, quiet period).
-    pub settling: usize,
-    /// Groups that wait for their `ready_marker`.
-    pub awaiting_marker: Vec<String>,
 }
 
 pub struct Intake {
@@ -65,74 +132,177 @@ impl Intake {
     pub fn new(watches: &[Watch], store: &Store) -> Result<Intake, FatalError> {
         let mut states = Vec::with_capacity(watches.len());
         for watch in watches {
+            let invalid = |err: globset::Error| {
+                FatalError::Runtime(format!("watch {}: {err}", watch.path.display()))
+            };
             let id = watch_id(watch);
-            let filter = NameFilter::new(watch).map_err(|err| {
-                FatalError::Runtime(format!("watch {}: {err}", watch.path.display()))
-            })?;
-            let classifier = Classifier::new(watch).map_err(|err| {
-                FatalError::Runtime(format!("watch {}: {err}", watch.path.display()))
-            })?;
             let known = store
                 .files_of_watch(&id)?
                 .into_iter()
                 .map(|(rel, record)| (rel, (record.size, record.mtime_ns)))
                 .collect();
             states.push(WatchState {
+                filter: NameFilter::new(watch).map_err(invalid)?,
                 settler: Settler::new(watch.settle),
-                grouper: Grouper::new(watch.settle, watch.max_group_wait),
-                watch: watch.clone(),
-                id,
-                filter,
-                classifier,
+                grouper: Grouper::new(watch.settle, watch.max_group_wait)
+                    .marker_required(watch.ready_marker.is_some()),
+                context: Arc::new(WatchContext {
+                    classifier: Classifier::new(watch).map_err(invalid)?,
+                    watch: watch.clone(),
+                    id,
+                }),
+                root: watch.path.canonicalize().ok(),
                 known,
+                candidates: HashMap::new(),
+                building: HashSet::new(),
                 reported: HashSet::new(),
             });
         }
         Ok(Intake { watches: states })
     }
 
+    pub fn len(&self) -> usize {
+        self.watches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.watches.is_empty()
+    }
+
     pub fn watch(&self, index: usize) -> &Watch {
-        &self.watches[index].watch
+        &self.watches[index].context.watch
     }
 
-    pub fn watch_id(&self, index: usize) -> &str {
-        &self.watches[index].id
+    /// The canonical root of a watch, when it exists.
+    pub fn root(&self, index: usize) -> Option<&Path> {
+        self.watches[index].root.as_deref()
     }
 
-    /// Scans every watch and builds the groups that are ready at `now`.
-    pub fn pass(
-        &mut self,
-        now: Instant,
-        store: &Store,
-        dialect_has_upload: bool,
-        counters: &Counters,
-    ) -> PassOutput {
-        let mut out = PassOutput::default();
+    /// Walks the whole watch root; the candidates it no longer finds are
+    /// forgotten. Blocking.
+    pub fn scan(&mut self, index: usize, now: Instant, counters: &Counters) {
+        let state = &mut self.watches[index];
+        let watch = &state.context.watch;
+        let scanned = match scan::scan(&watch.path, watch.follow_symlinks, &state.filter) {
+            Ok(scanned) => scanned,
+            Err(err) => {
+                if state.reported.insert(watch.path.clone()) {
+                    warn!(path = %watch.path.display(), error = %err, "cannot scan watch root; will retry");
+                }
+                return;
+            }
+        };
+        state.reported.remove(&watch.path.clone());
+        state.root = watch.path.canonicalize().ok();
+        let present: HashSet<String> = scanned.files.iter().map(|f| f.rel.clone()).collect();
+        state.take(scanned, now, counters);
+        let gone: Vec<String> = state
+            .candidates
+            .keys()
+            .filter(|rel| !present.contains(*rel))
+            .cloned()
+            .collect();
+        for rel in gone {
+            state.remove(&rel);
+        }
+    }
+
+    /// Looks at one path an event named. Blocking (a new directory is walked).
+    pub fn hint(&mut self, index: usize, path: &Path, now: Instant, counters: &Counters) {
+        let state = &mut self.watches[index];
+        let Some(root) = state.root.clone() else {
+            return;
+        };
+        let Some(rel) = scan::relative(&root, path) else {
+            if path.starts_with(&root) {
+                state.report(path, &SkipReason::NotUtf8, counters);
+            }
+            return;
+        };
+        if rel.is_empty() {
+            return;
+        }
+        let watch = &state.context.watch;
+        match scan::stat_path(&root, path, watch.follow_symlinks, &state.filter) {
+            PathState::File(file) => state.observe(file, now, counters),
+            PathState::Dir => {
+                let scanned = scan::scan_under(&root, path, watch.follow_symlinks, &state.filter);
+                state.take(scanned, now, counters);
+            }
+            PathState::Gone => {
+                // A file, or a whole directory, went away.
+                let prefix = format!("{rel}/");
+                let gone: Vec<String> = state
+                    .candidates
+                    .keys()
+                    .filter(|c| **c == rel || c.starts_with(&prefix))
+                    .cloned()
+                    .collect();
+                for rel in gone {
+                    state.remove(&rel);
+                }
+            }
+            PathState::Skipped(reason) => {
+                state.remove(&rel);
+                state.report(path, &reason, counters);
+            }
+        }
+    }
+
+    /// The groups that may be sent at `now`. With `restat`, the members of a
+    /// group that looks ready are looked at once more first: under OS events
+    /// nothing else re-reads a file that stopped producing events.
+    pub fn ready(&mut self, now: Instant, restat: bool) -> (Vec<GroupPlan>, Waiting) {
+        let mut plans = Vec::new();
+        let mut waiting = Waiting::default();
         for (index, state) in self.watches.iter_mut().enumerate() {
-            state.pass(index, now, store, dialect_has_upload, counters, &mut out);
+            state.ready(index, now, restat, &mut plans, &mut waiting);
         }
-        out
+        (plans, waiting)
     }
 
-    /// Notes that these files are now recorded in the store, so later scans
-    /// pass them over until they change.
-    pub fn recorded(&mut self, watch: usize, files: &[NewFile]) {
-        let state = &mut self.watches[watch];
-        for file in files {
-            state
-                .known
-                .insert(file.rel.clone(), (file.size, file.mtime_ns));
-            state.settler.forget(&file.rel);
+    /// A build came back: apply what it means for the candidates.
+    pub fn built(&mut self, index: usize, key_prefix: &str, built: &Built, now: Instant) {
+        let state = &mut self.watches[index];
+        state.building.remove(key_prefix);
+        match built {
+            Built::Object { object, .. }
+            | Built::LocalDead { object, .. }
+            | Built::Skipped { object } => {
+                state.grouper.remove(key_prefix);
+                state.recorded(&object.files);
+                // Members that changed since the build read them make the
+                // group start over.
+                let again = state
+                    .candidates
+                    .values()
+                    .any(|c| c.role == Role::Blob && c.key_prefix == key_prefix);
+                if again {
+                    state.grouper.touch(key_prefix, now);
+                }
+            }
+            Built::Unsettled { changed } => {
+                for rel in changed {
+                    state.settler.reset(rel, now);
+                }
+                state.grouper.touch(key_prefix, now);
+            }
+            Built::Empty => state.grouper.remove(key_prefix),
         }
     }
 
-    /// The earliest moment a settling file or group could become ready.
+    /// The earliest moment a settling file or a waiting group could become ready.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.watches
             .iter()
             .flat_map(|s| [s.settler.next_deadline(now), s.grouper.next_deadline(now)])
             .flatten()
             .min()
+    }
+
+    /// How many candidate files intake holds, for status lines.
+    pub fn candidates(&self) -> usize {
+        self.watches.iter().map(|s| s.candidates.len()).sum()
     }
 }
 
@@ -141,185 +311,214 @@ pub fn watch_id(watch: &Watch) -> String {
     watch.path.to_string_lossy().into_owned()
 }
 
-/// The members of one group seen in a scan.
-#[derive(Default)]
-struct GroupMembers {
-    blobs: Vec<ScannedFile>,
-    sidecars: Vec<ScannedFile>,
-    marker: bool,
-}
-
 impl WatchState {
-    fn pass(
-        &mut self,
-        index: usize,
-        now: Instant,
-        store: &Store,
-        dialect_has_upload: bool,
-        counters: &Counters,
-        out: &mut PassOutput,
-    ) {
-        let scanned = match scan::scan(&self.watch.path, self.watch.follow_symlinks, &self.filter) {
-            Ok(scanned) => scanned,
+    /// Takes everything a (partial) scan found.
+    fn take(&mut self, scanned: ScanResult, now: Instant, counters: &Counters) {
+        for skipped in &scanned.skipped {
+            self.report(&skipped.path, &skipped.reason, counters);
+        }
+        for file in scanned.files {
+            self.observe(file, now, counters);
+        }
+    }
+
+    /// Logs a skipped path once.
+    fn report(&mut self, path: &Path, reason: &SkipReason, counters: &Counters) {
+        if !self.reported.insert(path.to_path_buf()) {
+            return;
+        }
+        Counters::add(&counters.files_skipped, 1);
+        if reason.is_problem() {
+            warn!(path = %path.display(), %reason, "skipped");
+        } else {
+            debug!(path = %path.display(), %reason, "skipped");
+        }
+    }
+
+    /// One file as seen now.
+    fn observe(&mut self, file: ScannedFile, now: Instant, counters: &Counters) {
+        let assignment = match group::assign(&self.context.watch, &file.rel) {
+            Ok(assignment) => assignment,
             Err(err) => {
-                if self.reported.insert(self.watch.path.clone()) {
-                    warn!(path = %self.watch.path.display(), error = %err, "cannot scan watch root; will retry");
+                if self.reported.insert(file.abs.clone()) {
+                    warn!(path = %file.abs.display(), error = %err, "skipped");
                 }
                 return;
             }
         };
-        for skipped in &scanned.skipped {
-            if self.reported.insert(skipped.path.clone()) {
-                Counters::add(&counters.files_skipped, 1);
-                if skipped.reason.is_problem() {
-                    warn!(path = %skipped.path.display(), reason = %skipped.reason, "skipped");
-                } else {
-                    debug!(path = %skipped.path.display(), reason = %skipped.reason, "skipped");
-                }
-            }
+        if assignment.role == Role::Blob
+            && self.known.get(&file.rel) == Some(&(file.size, file.mtime_ns))
+        {
+            self.remove(&file.rel);
+            return;
         }
+        if assignment.role == Role::Blob && !self.candidates.contains_key(&file.rel) {
+            Counters::add(&counters.files_seen, 1);
+        }
+        let observation = self
+            .settler
+            .observe(file.rel.clone(), file.size, file.mtime_ns, now);
+        if observation.is_change() && assignment.role == Role::Blob {
+            self.grouper.touch(&assignment.key_prefix, now);
+        }
+        self.candidates.insert(
+            file.rel.clone(),
+            Candidate {
+                file,
+                role: assignment.role,
+                key_prefix: assignment.key_prefix,
+            },
+        );
+    }
 
-        // Group every blob that is new or changed since the store last saw
-        // it. Sidecars and markers are never recorded, so they always show up
-        // here; they are kept aside and looked up per group below, since one
-        // may apply to several groups (SPEC §4, `group::Scope`).
-        let mut groups: BTreeMap<String, GroupMembers> = BTreeMap::new();
-        let mut controls: HashMap<String, (Role, ScannedFile)> = HashMap::new();
-        let mut present = HashSet::new();
-        for file in scanned.files {
-            let assignment = match group::assign(&self.watch, &file.rel) {
-                Ok(assignment) => assignment,
-                Err(err) => {
-                    if self.reported.insert(file.abs.clone()) {
-                        warn!(path = %file.abs.display(), error = %err, "skipped");
-                    }
-                    continue;
-                }
-            };
-            if assignment.role != Role::Blob {
-                self.settler
-                    .observe(file.rel.clone(), file.size, file.mtime_ns, now);
-                present.insert(file.rel.clone());
-                controls.insert(file.rel.clone(), (assignment.role, file));
-                continue;
-            }
-            if self.known.get(&file.rel) == Some(&(file.size, file.mtime_ns)) {
-                continue;
-            }
-            if !self.known.contains_key(&file.rel) && !self.settler.contains(&file.rel) {
-                Counters::add(&counters.files_seen, 1);
-            }
-            let observation = self
-                .settler
-                .observe(file.rel.clone(), file.size, file.mtime_ns, now);
-            if observation.is_change() {
-                self.grouper.touch(&assignment.key_prefix, now);
-            }
-            present.insert(file.rel.clone());
-            groups
-                .entry(assignment.key_prefix)
-                .or_default()
-                .blobs
-                .push(file);
+    fn remove(&mut self, rel: &str) {
+        if self.candidates.remove(rel).is_some() {
+            self.settler.forget(&rel.to_owned());
         }
-        self.settler.retain(|rel| present.contains(rel));
-        for members in groups.values_mut() {
-            let Some(first) = members.blobs.first() else {
-                continue;
-            };
-            if let Ok(rels) = group::sidecar_rels(&self.watch, &first.rel) {
-                members.sidecars = rels
-                    .iter()
-                    .filter_map(|rel| controls.get(rel))
-                    .map(|(_, file)| file.clone())
-                    .collect();
-            }
-            if let Ok(Some(marker)) = group::marker_rel(&self.watch, &first.rel) {
-                members.marker = controls.contains_key(&marker);
-            }
-        }
+    }
 
-        for (key_prefix, members) in groups {
-            if members.marker {
-                self.grouper.marker_seen(&key_prefix);
+    /// Notes that these files are recorded in the store in this version; a
+    /// candidate seen since in another version stays.
+    fn recorded(&mut self, files: &[NewFile]) {
+        for file in files {
+            let stat = (file.size, file.mtime_ns);
+            self.known.insert(file.rel.clone(), stat);
+            let same = self
+                .candidates
+                .get(&file.rel)
+                .is_some_and(|c| (c.file.size, c.file.mtime_ns) == stat);
+            if same {
+                self.remove(&file.rel);
             }
-            let all_settled = members
-                .blobs
+        }
+    }
+
+    fn ready(
+        &mut self,
+        index: usize,
+        now: Instant,
+        restat: bool,
+        plans: &mut Vec<GroupPlan>,
+        waiting: &mut Waiting,
+    ) {
+        let mut groups: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
+        for candidate in self.candidates.values() {
+            if candidate.role == Role::Blob && !self.building.contains(&candidate.key_prefix) {
+                groups
+                    .entry(&candidate.key_prefix)
+                    .or_default()
+                    .push(candidate);
+            }
+        }
+        let watch = &self.context.watch;
+        let mut chosen = Vec::new();
+        for (key_prefix, mut blobs) in groups {
+            blobs.sort_by(|a, b| a.file.rel.cmp(&b.file.rel));
+            let first = &blobs[0].file.rel;
+            let sidecars: Vec<&Candidate> = group::sidecar_rels(watch, first)
+                .unwrap_or_default()
                 .iter()
-                .chain(&members.sidecars)
-                .all(|f| self.settler.is_settled(&f.rel, now));
-            let readiness = self.grouper.ready(&key_prefix, all_settled, now);
-            let blobs = match readiness {
+                .filter_map(|rel| self.candidates.get(rel))
+                .collect();
+            let marker = group::marker_rel(watch, first)
+                .ok()
+                .flatten()
+                .is_some_and(|rel| self.candidates.contains_key(&rel));
+            if marker {
+                self.grouper.marker_seen(key_prefix);
+            }
+            let settled = |c: &&Candidate| self.settler.is_settled(&c.file.rel, now);
+            let all_settled = blobs.iter().chain(&sidecars).all(settled);
+            let members = match self.grouper.ready(key_prefix, all_settled, now) {
                 Readiness::NotYet => {
-                    if self.watch.ready_marker.is_some() && !members.marker && all_settled {
-                        out.awaiting_marker.push(key_prefix);
+                    if watch.ready_marker.is_some() && !marker {
+                        waiting.awaiting_marker.push(key_prefix.to_owned());
                     } else {
-                        out.settling += 1;
+                        waiting.settling += 1;
                     }
                     continue;
                 }
-                Readiness::Ready => members.blobs,
+                Readiness::Ready => blobs,
                 Readiness::TimedOut => {
-                    let (settled, unsettled): (Vec<_>, Vec<_>) = members
-                        .blobs
-                        .into_iter()
-                        .partition(|f| self.settler.is_settled(&f.rel, now));
+                    let (settled, unsettled): (Vec<_>, Vec<_>) =
+                        blobs.into_iter().partition(settled);
                     warn!(
-                        key_prefix = %key_prefix,
-                        waited_s = self.watch.max_group_wait.as_secs(),
-                        unsettled = ?unsettled.iter().map(|f| &f.rel).collect::<Vec<_>>(),
+                        %key_prefix,
+                        waited_s = watch.max_group_wait.as_secs(),
+                        marker_missing = watch.ready_marker.is_some() && !marker,
+                        unsettled = ?unsettled.iter().map(|c| &c.file.rel).collect::<Vec<_>>(),
                         "group did not complete within max_group_wait; sending its settled members"
                     );
+                    if settled.is_empty() {
+                        continue;
+                    }
                     settled
                 }
             };
-            let ctx = GroupContext {
-                watch: &self.watch,
-                watch_id: &self.id,
-                classifier: &self.classifier,
-                dialect_has_upload,
-                counters,
-            };
-            let bucket = self.watch.bucket.clone();
-            let is_delivered = |sha256: &str| match store.hash_delivered(&bucket, sha256) {
-                Ok(delivered) => delivered,
-                Err(err) => {
-                    warn!(error = %err, "duplicate lookup failed; sending the blob");
-                    false
-                }
-            };
-            let mut unreadable: Vec<Unreadable> = Vec::new();
-            let built = build::build_group(
-                &ctx,
-                &key_prefix,
-                &blobs,
-                &members.sidecars,
-                &is_delivered,
-                &mut unreadable,
-            );
-            for item in unreadable {
-                if self.reported.insert(item.path.clone()) {
-                    warn!(path = %item.path.display(), error = %item.error, "cannot read file; will retry at the next scan");
-                }
+            chosen.push((
+                key_prefix.to_owned(),
+                members.iter().map(|c| c.file.clone()).collect::<Vec<_>>(),
+                sidecars.iter().map(|c| c.file.clone()).collect::<Vec<_>>(),
+            ));
+        }
+        for (key_prefix, blobs, sidecars) in chosen {
+            if restat && self.changed_since_seen(blobs.iter().chain(&sidecars), now) {
+                self.grouper.touch(&key_prefix, now);
+                waiting.settling += 1;
+                continue;
             }
-            match built {
-                Built::Unsettled { changed } => {
-                    for rel in &changed {
-                        self.settler.reset(rel, now);
+            self.building.insert(key_prefix.clone());
+            plans.push(GroupPlan {
+                watch: index,
+                key_prefix,
+                blobs,
+                sidecars,
+                context: Arc::clone(&self.context),
+            });
+        }
+        // Groups whose members all went away have nothing left to time.
+        let live: HashSet<&str> = self
+            .candidates
+            .values()
+            .map(|c| c.key_prefix.as_str())
+            .chain(self.building.iter().map(String::as_str))
+            .collect();
+        let dead: Vec<String> = self
+            .grouper
+            .groups()
+            .filter(|g| !live.contains(g))
+            .map(str::to_owned)
+            .collect();
+        for key_prefix in dead {
+            self.grouper.remove(&key_prefix);
+        }
+    }
+
+    /// Stats each file again; any that changed or vanished is observed anew.
+    fn changed_since_seen<'a>(
+        &mut self,
+        files: impl Iterator<Item = &'a ScannedFile>,
+        now: Instant,
+    ) -> bool {
+        let mut changed = false;
+        for file in files {
+            match std::fs::symlink_metadata(&file.abs) {
+                Ok(meta) if meta.len() == file.size && scan::mtime_ns(&meta) == file.mtime_ns => {}
+                Ok(meta) => {
+                    changed = true;
+                    self.settler
+                        .observe(file.rel.clone(), meta.len(), scan::mtime_ns(&meta), now);
+                    if let Some(candidate) = self.candidates.get_mut(&file.rel) {
+                        candidate.file.size = meta.len();
+                        candidate.file.mtime_ns = scan::mtime_ns(&meta);
                     }
-                    self.grouper.touch(&key_prefix, now);
-                    out.settling += 1;
                 }
-                Built::Empty => self.grouper.remove(&key_prefix),
-                built => {
-                    self.grouper.remove(&key_prefix);
-                    out.ready.push(ReadyGroup {
-                        watch: index,
-                        key_prefix,
-                        built,
-                    });
+                Err(_) => {
+                    changed = true;
+                    self.remove(&file.rel);
                 }
             }
         }
+        changed
     }
 }

@@ -1,32 +1,43 @@
 //! The shell: carries out what the pure pipeline decides.
 //!
 //! - `scan`: walk a watch root (discover).
+//! - `watch`: OS events as hints, and the rescan flags.
+//! - `intake`: candidates per watch: settle and group (discover → settle → group).
 //! - `hash`: read a settled file once, hash it, keep its head and small content.
-//! - `build`: turn a ready group into the object to send.
-//! - `intake`: one pass of discover → settle → group → hash → classify → build.
+//! - `build`: turn a ready group into the object to send (hash → classify → build).
 //! - `submit`: send an outbox item, record the outcome (submit → record).
 //!
-//! `Engine` below is the one place that spawns the pipeline's tasks: the
-//! intake pass on the blocking pool, and up to `api.max_in_flight`
-//! submissions at once. Everything it learns goes through the store first, so
-//! stopping it at any point loses nothing that was recorded.
+//! `Engine` below is the one place that spawns the pipeline's tasks: scans,
+//! event handling and builds on the blocking pool (at most `BUILD_SLOTS`
+//! builds at once), and up to `api.max_in_flight` submissions. Intake and
+//! submission run side by side, joined by the durable outbox: a build records
+//! its object in the store and wakes the submitter. Everything goes through
+//! the store first, so stopping the engine at any point loses nothing that
+//! was recorded.
 
 pub mod build;
 pub mod hash;
 pub mod intake;
 pub mod scan;
+pub mod shutdown;
 pub mod submit;
+pub mod watch;
 
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use self::build::Built;
-use self::intake::{Intake, PassOutput};
+use self::intake::{GroupPlan, Intake, Waiting};
 use self::submit::{Submitted, Submitter, now_ms};
+use self::watch::{Hint, Mode};
 use crate::api::{ApiClient, ApiKey};
 use crate::config::Config;
 use crate::error::FatalError;
@@ -35,8 +46,8 @@ use crate::pipeline::retry::Backoff;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Counters, CountersSnapshot};
 
-/// Shared access to the store from async code: every call runs on the
-/// blocking pool, because SQLite commits wait for the disk.
+/// Shared access to the store. SQLite commits wait for the disk, so async
+/// code goes through `run`, which takes the blocking pool.
 #[derive(Clone)]
 pub struct StoreHandle(Arc<Mutex<Store>>);
 
@@ -62,9 +73,14 @@ impl StoreHandle {
     }
 }
 
-/// How long the engine sleeps at most between two looks at its queues, so a
+/// How long the engine sleeps at most when it has nothing scheduled, so a
 /// pause ending or a retry coming due is never missed by much.
 const MAX_IDLE: Duration = Duration::from_secs(1);
+/// Groups read and hashed at once. Hashing is disk-bound; two keeps one
+/// large file from holding up every small group behind it.
+const BUILD_SLOTS: usize = 2;
+/// Event paths handled in one step before intake looks at readiness again.
+const HINT_BATCH: usize = 4096;
 
 /// What a finished `once` reports.
 #[derive(Debug, Clone)]
@@ -72,8 +88,6 @@ pub struct OnceReport {
     pub counters: CountersSnapshot,
     /// Groups left behind because their `ready_marker` has not appeared.
     pub awaiting_marker: Vec<String>,
-    /// Dead letters in the store when the run ended (including older ones).
-    pub dead_letters: u64,
 }
 
 pub struct Engine {
@@ -82,6 +96,15 @@ pub struct Engine {
     intake: Arc<Mutex<Intake>>,
     submitter: Arc<Submitter>,
     counters: Arc<Counters>,
+    /// Raised when a build put a new object in the outbox.
+    work: Arc<Notify>,
+}
+
+/// A build that came back, for intake to apply.
+struct BuildDone {
+    watch: usize,
+    key_prefix: String,
+    built: Built,
 }
 
 impl Engine {
@@ -117,6 +140,7 @@ impl Engine {
             intake: Arc::new(Mutex::new(intake)),
             submitter: Arc::new(submitter),
             counters,
+            work: Arc::new(Notify::new()),
         })
     }
 
@@ -124,23 +148,28 @@ impl Engine {
         &self.counters
     }
 
+    fn lock_intake(&self) -> std::sync::MutexGuard<'_, Intake> {
+        self.intake.lock().expect("intake lock poisoned")
+    }
+
     /// Scan, deliver everything that is ready, wait until the outbox is empty
     /// or holds only dead letters (SPEC §9 `once`).
     pub async fn once(&self, shutdown: impl Future<Output = ()>) -> Result<OnceReport, FatalError> {
         tokio::pin!(shutdown);
         loop {
-            let pass = self.intake_pass().await?;
+            let watches: Vec<usize> = (0..self.lock_intake().len()).collect();
+            self.intake_step(Vec::new(), watches).await;
+            let (plans, mut waiting) = self.ready(false);
+            waiting.settling += self.build_all(plans).await?;
             self.submit_due().await?;
             let pending = self.store.run(|s| s.pending_count()).await?;
-            if pass.settling == 0 && pending == 0 {
-                for key_prefix in &pass.awaiting_marker {
+            if waiting.settling == 0 && pending == 0 {
+                for key_prefix in &waiting.awaiting_marker {
                     info!(%key_prefix, "group not sent: its ready_marker has not appeared");
                 }
-                let dead_letters = self.store.run(|s| s.dead_count()).await?;
                 return Ok(OnceReport {
                     counters: self.counters.snapshot(),
-                    awaiting_marker: pass.awaiting_marker,
-                    dead_letters,
+                    awaiting_marker: waiting.awaiting_marker,
                 });
             }
             tokio::select! {
@@ -149,76 +178,226 @@ impl Engine {
                     info!("interrupted; what was not delivered stays in the outbox");
                     return Ok(OnceReport {
                         counters: self.counters.snapshot(),
-                        awaiting_marker: pass.awaiting_marker,
-                        dead_letters: self.store.run(|s| s.dead_count()).await?,
+                        awaiting_marker: waiting.awaiting_marker,
                     });
                 }
             }
         }
     }
 
-    /// The daemon loop: passes and submissions until `shutdown` completes.
-    /// Scans run every `poll_interval` of the fastest watch (1 s when no watch
-    /// sets one), and whenever a settle deadline or a retry comes due.
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), FatalError> {
-        tokio::pin!(shutdown);
-        let scan_every = self
-            .config
-            .watches
-            .iter()
-            .map(|w| w.poll_interval)
-            .filter(|d| !d.is_zero())
-            .min()
-            .unwrap_or(MAX_IDLE);
-        let mut next_scan = Instant::now();
-        loop {
-            if Instant::now() >= next_scan {
-                self.intake_pass().await?;
-                next_scan = Instant::now() + scan_every;
+    /// The daemon: a start scan, then OS events (or polling) and periodic
+    /// rescans feeding intake, while the submitter drains the outbox; until
+    /// `stop` completes. Then intake stops, requests in flight get
+    /// `shutdown_grace` to finish, and `stop`'s output is returned.
+    pub async fn run<T>(&self, stop: impl Future<Output = T>) -> Result<T, FatalError> {
+        let cancel = CancellationToken::new();
+        let work = async {
+            let (intake, submit) = tokio::join!(
+                self.intake_loop(cancel.clone()),
+                self.submit_loop(cancel.clone())
+            );
+            intake.and(submit)
+        };
+        tokio::pin!(stop);
+        tokio::pin!(work);
+        tokio::select! {
+            stopped = &mut stop => {
+                cancel.cancel();
+                work.await?;
+                Ok(stopped)
             }
-            self.submit_due().await?;
-            let wake = self
-                .idle_time()
-                .await?
-                .min(next_scan.saturating_duration_since(Instant::now()));
-            tokio::select! {
-                () = tokio::time::sleep(wake) => {}
-                () = &mut shutdown => {
-                    info!("stopping; what was not delivered stays in the outbox");
-                    return Ok(());
-                }
-            }
-            if let Some(deadline) = self
-                .intake
-                .lock()
-                .expect("intake lock poisoned")
-                .next_deadline(Instant::now())
-            {
-                if deadline <= Instant::now() {
-                    next_scan = Instant::now();
-                }
+            ended = &mut work => {
+                ended?;
+                Err(FatalError::Runtime("the pipeline stopped on its own".into()))
             }
         }
     }
 
-    /// How long nothing can happen: until the next settle deadline or retry.
+    /// Discover → settle → group → build, until cancelled.
+    async fn intake_loop(&self, cancel: CancellationToken) -> Result<(), FatalError> {
+        let result = self.intake_loop_inner(&cancel).await;
+        if result.is_err() {
+            cancel.cancel();
+        }
+        result
+    }
+
+    async fn intake_loop_inner(&self, cancel: &CancellationToken) -> Result<(), FatalError> {
+        let roots: Vec<(Option<PathBuf>, Duration)> = {
+            let intake = self.lock_intake();
+            (0..intake.len())
+                .map(|i| {
+                    (
+                        intake.root(i).map(PathBuf::from),
+                        intake.watch(i).poll_interval,
+                    )
+                })
+                .collect()
+        };
+        let (watchers, mut hints, rescans) = watch::start(&roots);
+        let intervals: Vec<Duration> = self
+            .config
+            .watches
+            .iter()
+            .zip(&watchers.modes)
+            .map(|(watch, mode)| match mode {
+                Mode::Polling(every) => *every,
+                Mode::Events => watch.rescan_interval,
+            })
+            .collect();
+        // The start scan: everything dropped while the daemon was down.
+        let mut next_scan: Vec<Instant> = vec![Instant::now(); intervals.len()];
+        let mut queue: VecDeque<GroupPlan> = VecDeque::new();
+        let mut builds: JoinSet<Result<BuildDone, FatalError>> = JoinSet::new();
+        let mut batch: Vec<Hint> = Vec::new();
+        let mut hints_open = true;
+        loop {
+            let now = Instant::now();
+            let mut due: Vec<usize> = rescans.take();
+            for (index, at) in next_scan.iter_mut().enumerate() {
+                if *at <= now || due.contains(&index) {
+                    if !due.contains(&index) {
+                        due.push(index);
+                    }
+                    *at = now + intervals[index];
+                }
+            }
+            let hinted = std::mem::take(&mut batch);
+            if !due.is_empty() || !hinted.is_empty() {
+                self.intake_step(hinted, due).await;
+            }
+            let (plans, _) = self.ready(true);
+            queue.extend(plans);
+            while builds.len() < BUILD_SLOTS {
+                let Some(plan) = queue.pop_front() else { break };
+                self.spawn_build(&mut builds, plan);
+            }
+
+            let mut wake = next_scan.iter().min().copied().unwrap_or(now + MAX_IDLE);
+            if let Some(deadline) = self.lock_intake().next_deadline(now) {
+                wake = wake.min(deadline);
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                received = hints.recv_many(&mut batch, HINT_BATCH), if hints_open => {
+                    // Closed when no watch uses OS events: polling only.
+                    hints_open = received > 0;
+                }
+                () = rescans.raised() => {}
+                Some(done) = builds.join_next(), if !builds.is_empty() => {
+                    let done = done.expect("a build panicked")?;
+                    self.lock_intake().built(done.watch, &done.key_prefix, &done.built, Instant::now());
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+        drop(watchers);
+        // Builds cannot be interrupted mid-read; what they record is whole,
+        // and what they did not record is found again at the next start.
+        let grace = self.config.shutdown_grace;
+        if tokio::time::timeout(grace, async {
+            while let Some(done) = builds.join_next().await {
+                done.expect("a build panicked")?;
+            }
+            Ok::<_, FatalError>(())
+        })
+        .await
+        .is_err()
+        {
+            warn!("builds still reading files at shutdown; they are redone at the next start");
+        }
+        Ok(())
+    }
+
+    /// Sends outbox items as they come due, at most `max_in_flight` at once,
+    /// until cancelled; then gives requests in flight `shutdown_grace`.
+    async fn submit_loop(&self, cancel: CancellationToken) -> Result<(), FatalError> {
+        let limit = self.config.api.max_in_flight.max(1);
+        let mut tasks: JoinSet<(i64, Result<Submitted, FatalError>)> = JoinSet::new();
+        let mut in_flight: HashSet<i64> = HashSet::new();
+        let result: Result<(), FatalError> = async {
+            loop {
+                if tasks.len() < limit && self.submitter.pause().is_none() {
+                    let now = now_ms();
+                    let fetch = limit + in_flight.len();
+                    let due = self.store.run(move |s| s.due(now, fetch)).await?;
+                    let fresh: Vec<_> = due
+                        .into_iter()
+                        .filter(|i| !in_flight.contains(&i.id))
+                        .take(limit - tasks.len())
+                        .collect();
+                    for item in fresh {
+                        in_flight.insert(item.id);
+                        let submitter = Arc::clone(&self.submitter);
+                        tasks.spawn(async move { (item.id, submitter.submit(item).await) });
+                    }
+                }
+                let wake = self.next_submit_wake().await?;
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                        let (id, outcome) = joined.expect("a submission task panicked");
+                        in_flight.remove(&id);
+                        outcome?;
+                    }
+                    () = self.work.notified() => {}
+                    () = tokio::time::sleep(wake) => {}
+                }
+            }
+        }
+        .await;
+        if result.is_err() {
+            cancel.cancel();
+        }
+        let grace = self.config.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(joined) = tasks.join_next().await {
+                let (_, outcome) = joined.expect("a submission task panicked");
+                outcome?;
+            }
+            Ok::<_, FatalError>(())
+        })
+        .await;
+        match drained {
+            Ok(outcome) => outcome?,
+            Err(_) => {
+                warn!(
+                    in_flight = tasks.len(),
+                    grace_s = grace.as_secs(),
+                    "requests still in flight after shutdown_grace; they stay in the outbox and are sent again at the next start"
+                );
+                tasks.abort_all();
+            }
+        }
+        result
+    }
+
+    /// How long the submitter may sleep: until the next retry comes due, or
+    /// the pause ends, at most `MAX_IDLE`. Items already due but in flight
+    /// wake it through their task instead.
+    async fn next_submit_wake(&self) -> Result<Duration, FatalError> {
+        let next = self.store.run(|s| s.next_due_ms()).await?;
+        let now = now_ms();
+        let mut wake = MAX_IDLE;
+        if let Some(due) = next.filter(|due| *due > now) {
+            wake = wake.min(Duration::from_millis(u64::try_from(due - now).unwrap_or(0)));
+        }
+        if let Some(pause) = self.submitter.pause() {
+            wake = wake.min(pause.until.saturating_duration_since(Instant::now()));
+        }
+        Ok(wake.max(Duration::from_millis(10)))
+    }
+
+    /// How long `once` can sleep: until the next settle deadline or retry.
     async fn idle_time(&self) -> Result<Duration, FatalError> {
         let now = Instant::now();
         let mut wake = now + MAX_IDLE;
-        if let Some(deadline) = self
-            .intake
-            .lock()
-            .expect("intake lock poisoned")
-            .next_deadline(now)
-        {
+        if let Some(deadline) = self.lock_intake().next_deadline(now) {
             wake = wake.min(deadline);
         }
         if let Some(due_ms) = self.store.run(|s| s.next_due_ms()).await? {
             let in_ms = u64::try_from(due_ms - now_ms()).unwrap_or(0);
             wake = wake.min(now + Duration::from_millis(in_ms));
-        }
-        if let Some(pause) = self.submitter.pause() {
-            wake = wake.max(pause.until.min(now + MAX_IDLE));
         }
         // Never spin: a deadline in the past still yields for a moment.
         Ok(wake
@@ -226,47 +405,98 @@ impl Engine {
             .max(Duration::from_millis(10)))
     }
 
-    /// Runs one intake pass on the blocking pool and records what it built.
-    async fn intake_pass(&self) -> Result<PassOutput, FatalError> {
+    /// Applies event hints and full scans on the blocking pool.
+    async fn intake_step(&self, hints: Vec<Hint>, scans: Vec<usize>) {
         let intake = Arc::clone(&self.intake);
+        let counters = Arc::clone(&self.counters);
+        tokio::task::spawn_blocking(move || {
+            let mut intake = intake.lock().expect("intake lock poisoned");
+            for index in &scans {
+                intake.scan(*index, Instant::now(), &counters);
+            }
+            let mut seen = HashSet::new();
+            for hint in hints {
+                // A full scan of the watch just covered it; one look a path suffices.
+                if scans.contains(&hint.watch) || !seen.insert(hint.clone()) {
+                    continue;
+                }
+                intake.hint(hint.watch, &hint.path, Instant::now(), &counters);
+            }
+        })
+        .await
+        .expect("an intake step panicked");
+    }
+
+    /// The groups ready now.
+    fn ready(&self, restat: bool) -> (Vec<GroupPlan>, Waiting) {
+        self.lock_intake().ready(Instant::now(), restat)
+    }
+
+    /// Starts one build on the blocking pool: read, hash, build, record.
+    fn spawn_build(&self, builds: &mut JoinSet<Result<BuildDone, FatalError>>, plan: GroupPlan) {
         let store = self.store.clone();
         let counters = Arc::clone(&self.counters);
         let has_upload = self.submitter.dialect_has_upload();
-        tokio::task::spawn_blocking(move || {
-            let mut intake = intake.lock().expect("intake lock poisoned");
-            let mut store = store.lock();
-            let mut out = intake.pass(Instant::now(), &store, has_upload, &counters);
-            for group in std::mem::take(&mut out.ready) {
-                record_built(&mut intake, &mut store, &counters, group)?;
+        let work = Arc::clone(&self.work);
+        builds.spawn_blocking(move || {
+            let (built, unreadable) = plan.build(&store, has_upload, &counters);
+            for item in unreadable {
+                warn!(path = %item.path.display(), error = %item.error, "cannot read file; will retry at the next scan");
             }
-            Ok::<_, FatalError>(out)
-        })
-        .await
-        .expect("the intake pass panicked")
+            record_built(&mut store.lock(), &counters, &built)?;
+            if matches!(built, Built::Object { .. }) {
+                work.notify_one();
+            }
+            Ok(BuildDone {
+                watch: plan.watch,
+                key_prefix: plan.key_prefix,
+                built,
+            })
+        });
     }
 
-    /// Sends every due outbox item, at most `max_in_flight` at once.
+    /// Builds every plan (`BUILD_SLOTS` at once) and applies the results;
+    /// returns how many groups went back to settling.
+    async fn build_all(&self, plans: Vec<GroupPlan>) -> Result<usize, FatalError> {
+        let mut builds = JoinSet::new();
+        let mut queue: VecDeque<GroupPlan> = plans.into();
+        let mut unsettled = 0;
+        loop {
+            while builds.len() < BUILD_SLOTS {
+                let Some(plan) = queue.pop_front() else { break };
+                self.spawn_build(&mut builds, plan);
+            }
+            let Some(done) = builds.join_next().await else {
+                return Ok(unsettled);
+            };
+            let done = done.expect("a build panicked")?;
+            if matches!(done.built, Built::Unsettled { .. }) {
+                unsettled += 1;
+            }
+            self.lock_intake()
+                .built(done.watch, &done.key_prefix, &done.built, Instant::now());
+        }
+    }
+
+    /// Sends every due outbox item, at most `max_in_flight` at once, and
+    /// returns when none is due (or submissions are paused).
     async fn submit_due(&self) -> Result<(), FatalError> {
-        let limit = self.config.api.max_in_flight;
+        let limit = self.config.api.max_in_flight.max(1);
         loop {
             if self.submitter.pause().is_some() {
                 return Ok(());
             }
             let now = now_ms();
-            let due = self
-                .store
-                .run(move |s| s.due(now, limit.max(1) * 4))
-                .await?;
+            let due = self.store.run(move |s| s.due(now, limit * 4)).await?;
             if due.is_empty() {
                 return Ok(());
             }
             let mut tasks = JoinSet::new();
-            let mut paused = false;
             for item in due {
                 while tasks.len() >= limit {
-                    paused |= join_one(&mut tasks).await? == Submitted::Paused;
+                    join_one(&mut tasks).await?;
                 }
-                if paused {
+                if self.submitter.pause().is_some() {
                     break;
                 }
                 let submitter = Arc::clone(&self.submitter);
@@ -274,9 +504,6 @@ impl Engine {
             }
             while !tasks.is_empty() {
                 join_one(&mut tasks).await?;
-            }
-            if paused {
-                return Ok(());
             }
         }
     }
@@ -291,21 +518,15 @@ async fn join_one(
     }
 }
 
-/// Writes one built group to the store and tells intake it is recorded.
-fn record_built(
-    intake: &mut Intake,
-    store: &mut Store,
-    counters: &Counters,
-    group: intake::ReadyGroup,
-) -> Result<(), FatalError> {
-    let watch = group.watch;
-    match group.built {
+/// Writes one built group to the store.
+fn record_built(store: &mut Store, counters: &Counters, built: &Built) -> Result<(), FatalError> {
+    match built {
         Built::Object {
             object,
             spec,
             bytes,
         } => {
-            store.enqueue(&object)?;
+            store.enqueue(object)?;
             Counters::add(&counters.objects_enqueued, 1);
             info!(
                 key_prefix = %spec.key_prefix,
@@ -314,19 +535,16 @@ fn record_built(
                 bytes,
                 "queued"
             );
-            intake.recorded(watch, &object.files);
         }
         Built::LocalDead { object, reason } => {
             warn!(key_prefix = %object.key_prefix, bucket = %object.bucket, %reason, "not sent; kept as a dead letter");
-            store.record_local_dead(&object, &reason)?;
+            store.record_local_dead(object, reason)?;
             Counters::add(&counters.objects_dead, 1);
-            intake.recorded(watch, &object.files);
         }
         Built::Skipped { object } => {
             info!(key_prefix = %object.key_prefix, bucket = %object.bucket, "every blob already delivered; skipped");
-            store.record_skipped(&object, "every blob was already delivered to this bucket")?;
+            store.record_skipped(object, "every blob was already delivered to this bucket")?;
             Counters::add(&counters.objects_skipped, 1);
-            intake.recorded(watch, &object.files);
         }
         Built::Unsettled { .. } | Built::Empty => {}
     }

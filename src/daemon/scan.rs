@@ -117,9 +117,26 @@ pub fn scan(
             "watch path is not a directory",
         ));
     }
+    Ok(scan_under(
+        &canonical_root,
+        &canonical_root,
+        follow_symlinks,
+        filter,
+    ))
+}
+
+/// Walks `dir`, a directory inside the canonical watch root `root`, naming
+/// files relative to `root`. Used for the whole tree and, on an event, for a
+/// directory that just appeared.
+pub fn scan_under(
+    root: &Path,
+    dir: &Path,
+    follow_symlinks: bool,
+    filter: &NameFilter,
+) -> ScanResult {
     let mut result = ScanResult::default();
     let mut pruned = Vec::new();
-    let walker = WalkDir::new(&canonical_root)
+    let walker = WalkDir::new(dir)
         .follow_links(follow_symlinks)
         .sort_by_file_name()
         .into_iter()
@@ -136,19 +153,12 @@ pub fn scan(
                 });
                 return false;
             }
-            if entry.path_is_symlink() && follow_symlinks {
-                let inside = entry
-                    .path()
-                    .canonicalize()
-                    .map(|target| target.starts_with(&canonical_root))
-                    .unwrap_or(false);
-                if !inside {
-                    pruned.push(Skipped {
-                        path: entry.path().to_path_buf(),
-                        reason: SkipReason::SymlinkOutsideRoot,
-                    });
-                    return false;
-                }
+            if entry.path_is_symlink() && follow_symlinks && !target_inside(root, entry.path()) {
+                pruned.push(Skipped {
+                    path: entry.path().to_path_buf(),
+                    reason: SkipReason::SymlinkOutsideRoot,
+                });
+                return false;
             }
             true
         });
@@ -159,7 +169,7 @@ pub fn scan(
                 let path = err
                     .path()
                     .map(Path::to_path_buf)
-                    .unwrap_or_else(|| canonical_root.clone());
+                    .unwrap_or_else(|| dir.to_path_buf());
                 let why = match err.loop_ancestor() {
                     Some(ancestor) => format!("symlink loop back to {}", ancestor.display()),
                     None => err.to_string(),
@@ -171,66 +181,124 @@ pub fn scan(
                 continue;
             }
         };
-        if entry.depth() == 0 {
+        if entry.depth() == 0 || entry.file_type().is_dir() {
             continue;
         }
-        let file_type = entry.file_type();
-        if file_type.is_dir() {
-            continue;
-        }
-        let skip = |reason| Skipped {
-            path: entry.path().to_path_buf(),
-            reason,
-        };
-        if file_type.is_symlink() {
-            // Only reached when links are not followed.
-            result.skipped.push(skip(SkipReason::SymlinkNotFollowed));
-            continue;
-        }
-        if !file_type.is_file() {
-            let kind = if file_type.is_fifo() {
-                "fifo"
-            } else if file_type.is_socket() {
-                "socket"
-            } else if file_type.is_block_device() {
-                "block_device"
-            } else if file_type.is_char_device() {
-                "char_device"
-            } else {
-                "special"
-            };
-            result.skipped.push(skip(SkipReason::Special(kind)));
-            continue;
-        }
-        let Some(rel) = relative(&canonical_root, entry.path()) else {
-            result.skipped.push(skip(SkipReason::NotUtf8));
-            continue;
-        };
-        if let Err(reason) = filter.check(&rel) {
-            result.skipped.push(skip(SkipReason::Ignored(reason)));
+        // Only reached for a symlink when links are not followed.
+        if entry.file_type().is_symlink() {
+            result.skipped.push(Skipped {
+                path: entry.path().to_path_buf(),
+                reason: SkipReason::SymlinkNotFollowed,
+            });
             continue;
         }
         match entry.metadata() {
-            Ok(meta) => result.files.push(ScannedFile {
-                rel,
-                abs: entry.path().to_path_buf(),
-                size: meta.len(),
-                mtime_ns: mtime_ns(&meta),
-            }),
+            Ok(meta) => match take(root, entry.path(), &meta, filter) {
+                Ok(file) => result.files.push(file),
+                Err(reason) => result.skipped.push(Skipped {
+                    path: entry.path().to_path_buf(),
+                    reason,
+                }),
+            },
             // Deleted between the directory read and the stat: gone, not an error.
             Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {}
-            Err(err) => result
-                .skipped
-                .push(skip(SkipReason::Unreadable(err.to_string()))),
+            Err(err) => result.skipped.push(Skipped {
+                path: entry.path().to_path_buf(),
+                reason: SkipReason::Unreadable(err.to_string()),
+            }),
         }
     }
     result.skipped.extend(pruned);
-    Ok(result)
+    result
+}
+
+/// What one path inside the canonical root `root` is now, for an event about it.
+#[derive(Debug)]
+pub enum PathState {
+    File(ScannedFile),
+    Dir,
+    Gone,
+    Skipped(SkipReason),
+}
+
+/// Looks at one path with the same rules as a scan, without opening it.
+pub fn stat_path(
+    root: &Path,
+    path: &Path,
+    follow_symlinks: bool,
+    filter: &NameFilter,
+) -> PathState {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return PathState::Gone,
+        Err(err) => return PathState::Skipped(SkipReason::Unreadable(err.to_string())),
+    };
+    let meta = if meta.file_type().is_symlink() {
+        if !follow_symlinks {
+            return PathState::Skipped(SkipReason::SymlinkNotFollowed);
+        }
+        if !target_inside(root, path) {
+            return PathState::Skipped(SkipReason::SymlinkOutsideRoot);
+        }
+        match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return PathState::Gone,
+            Err(err) => return PathState::Skipped(SkipReason::Unreadable(err.to_string())),
+        }
+    } else {
+        meta
+    };
+    if meta.is_dir() {
+        return PathState::Dir;
+    }
+    match take(root, path, &meta, filter) {
+        Ok(file) => PathState::File(file),
+        Err(reason) => PathState::Skipped(reason),
+    }
+}
+
+/// Whether a symlink's target lies inside the canonical root.
+fn target_inside(root: &Path, link: &Path) -> bool {
+    link.canonicalize()
+        .map(|target| target.starts_with(root))
+        .unwrap_or(false)
+}
+
+/// The checks every candidate file passes, given its (followed) metadata.
+fn take(
+    root: &Path,
+    path: &Path,
+    meta: &std::fs::Metadata,
+    filter: &NameFilter,
+) -> Result<ScannedFile, SkipReason> {
+    let file_type = meta.file_type();
+    if !file_type.is_file() {
+        let kind = if file_type.is_fifo() {
+            "fifo"
+        } else if file_type.is_socket() {
+            "socket"
+        } else if file_type.is_block_device() {
+            "block_device"
+        } else if file_type.is_char_device() {
+            "char_device"
+        } else {
+            "special"
+        };
+        return Err(SkipReason::Special(kind));
+    }
+    let rel = relative(root, path).ok_or(SkipReason::NotUtf8)?;
+    filter.check(&rel).map_err(SkipReason::Ignored)?;
+    Ok(ScannedFile {
+        rel,
+        abs: path.to_path_buf(),
+        size: meta.len(),
+        mtime_ns: mtime_ns(meta),
+    })
 }
 
 /// `path` relative to `root` as a `/`-separated UTF-8 string; `None` when a
 /// component is not UTF-8.
-fn relative(root: &Path, path: &Path) -> Option<String> {
+pub fn relative(root: &Path, path: &Path) -> Option<String> {
     let rel = path.strip_prefix(root).ok()?;
     let mut out = String::new();
     for component in rel.components() {

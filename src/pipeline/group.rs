@@ -334,6 +334,9 @@ struct GroupState {
 pub struct Grouper {
     settle: Duration,
     max_group_wait: Duration,
+    /// The watch has a `ready_marker`: groups wait for it (or for
+    /// `max_group_wait`) instead of going after a quiet period.
+    marker_required: bool,
     groups: HashMap<String, GroupState>,
 }
 
@@ -342,8 +345,16 @@ impl Grouper {
         Grouper {
             settle,
             max_group_wait,
+            marker_required: false,
             groups: HashMap::new(),
         }
+    }
+
+    /// Groups are ready only once their marker is present; without it they
+    /// wait until `max_group_wait` and then go as [`Readiness::TimedOut`].
+    pub fn marker_required(mut self, required: bool) -> Self {
+        self.marker_required = required;
+        self
     }
 
     /// A member of the group appeared or changed at `now`. The first touch
@@ -371,8 +382,15 @@ impl Grouper {
         let Some((first, last)) = g.touched else {
             return Readiness::NotYet;
         };
-        let quiet = now.saturating_duration_since(last) >= self.settle;
+        let quiet = !self.marker_required && now.saturating_duration_since(last) >= self.settle;
         let timed_out = now.saturating_duration_since(first) >= self.max_group_wait;
+        if self.marker_required && !g.marker {
+            return if timed_out {
+                Readiness::TimedOut
+            } else {
+                Readiness::NotYet
+            };
+        }
         if all_members_settled && (g.marker || quiet || timed_out) {
             Readiness::Ready
         } else if timed_out {
@@ -398,7 +416,7 @@ impl Grouper {
             .values()
             .filter_map(|g| g.touched.map(|t| (g.marker, t)))
             .flat_map(|(marker, (first, last))| {
-                let quiet = if marker {
+                let quiet = if marker || self.marker_required {
                     None
                 } else {
                     last.checked_add(self.settle)
@@ -774,9 +792,13 @@ mod tests {
         (3_000, G::Ready(true, Readiness::Ready)),
     ])]
     fn grouper_timeline(#[case] steps: &[(u64, G)]) {
+        play(Grouper::new(SETTLE, MAX_WAIT), steps);
+    }
+
+    /// Runs a timeline of steps against one group `/c`, times in ms from t0.
+    fn play(mut g: Grouper, steps: &[(u64, G)]) {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut g = Grouper::new(SETTLE, MAX_WAIT);
         for (i, (ms, step)) in steps.iter().enumerate() {
             let now = at(*ms);
             match step {
@@ -791,6 +813,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    // With `ready_marker` configured, quiet is not enough: the group waits for
+    // its marker, and without one it times out at max_group_wait.
+    #[rstest]
+    #[case(&[
+        (0, G::Touch),
+        (5_000, G::Ready(true, Readiness::NotYet)),
+        (5_000, G::Deadline(Some(60_000))),
+        (5_001, G::Marker),
+        (5_001, G::Ready(false, Readiness::NotYet)),
+        (5_001, G::Ready(true, Readiness::Ready)),
+    ])]
+    #[case(&[
+        (0, G::Touch),
+        (59_999, G::Ready(true, Readiness::NotYet)),
+        (60_000, G::Ready(true, Readiness::TimedOut)),
+    ])]
+    fn grouper_with_required_marker(#[case] steps: &[(u64, G)]) {
+        play(Grouper::new(SETTLE, MAX_WAIT).marker_required(true), steps);
     }
 
     #[test]

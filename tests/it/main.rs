@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod commands;
+mod daemon;
 mod harness;
 mod once;
 mod retry;
