@@ -8,14 +8,14 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::api::{self, ApiClient};
-use crate::config::{self, Config, DialectSetting};
+use crate::config::{self, Config};
 use crate::daemon::intake::Intake;
 use crate::daemon::shutdown::{Control, Signals};
-use crate::daemon::submit::{DIALECT_META_KEY, now_ms};
-use crate::daemon::{Engine, StoreHandle, build::Built};
+use crate::daemon::submit::{DIALECT_META_KEY, planned_dialect};
+use crate::daemon::{Engine, OnceEnd, StoreHandle, build::Built};
 use crate::error::{FatalError, exit};
 use crate::pipeline::{Dialect, ObjectSpec, request};
-use crate::store::Store;
+use crate::store::{Store, unix_now_ms};
 use crate::telemetry::{self, Counters};
 
 /// Loads the configuration and installs logging as it asks.
@@ -39,26 +39,43 @@ fn world_readable_warning(path: &Path) -> Option<String> {
     })
 }
 
-/// `once`: deliver everything ready, then exit; 1 when objects ended as dead letters.
+/// `once`: deliver everything ready, then exit. 1 when objects ended as
+/// dead letters, submissions were paused, or a watch root could not be read;
+/// 130 when interrupted.
 pub async fn once(config: Config, shutdown: impl Future<Output = ()>) -> Result<u8, FatalError> {
     let key = api::load_api_key(&config.api)?;
     let engine = Engine::new(Arc::new(config), key, Arc::new(Counters::default()))?;
     let report = engine.once(shutdown).await?;
     eprintln!("once: {}", report.counters);
+    let mut code = exit::OK;
     if !report.awaiting_marker.is_empty() {
         eprintln!(
             "once: {} group(s) wait for their ready_marker",
             report.awaiting_marker.len()
         );
     }
+    for root in &report.unscannable {
+        eprintln!("once: watch root {} could not be scanned", root.display());
+        code = exit::FAILURE;
+    }
     if report.counters.objects_dead > 0 {
         eprintln!(
             "once: {} object(s) ended as dead letters; see `mixpeek-ingest status`",
             report.counters.objects_dead
         );
-        return Ok(exit::FAILURE);
+        code = exit::FAILURE;
     }
-    Ok(exit::OK)
+    match report.end {
+        OnceEnd::Done => {}
+        OnceEnd::Paused(reason) => {
+            eprintln!(
+                "once: submissions paused: {reason}; the outbox keeps what was not sent, run again once fixed"
+            );
+            code = exit::FAILURE;
+        }
+        OnceEnd::Interrupted => code = exit::INTERRUPTED,
+    }
+    Ok(code)
 }
 
 /// `run`: the daemon, until SIGTERM or SIGINT. SIGHUP restarts the engine
@@ -88,15 +105,11 @@ pub async fn run(config: Config, path: &Path) -> Result<u8, FatalError> {
 /// state writes. Files are taken as they are, without waiting for them to settle.
 pub fn plan(config: &Config, out: &mut impl std::io::Write) -> Result<u8, FatalError> {
     let store = Store::open_read_only(&config.state.dir)?;
-    let dialect = match config.api.dialect {
-        DialectSetting::ObjectsCreate => Dialect::ObjectsCreate,
-        DialectSetting::Objects => Dialect::Objects,
-        DialectSetting::Auto => store
-            .meta(DIALECT_META_KEY)?
-            .as_deref()
-            .and_then(Dialect::parse)
-            .unwrap_or(Dialect::ObjectsCreate),
-    };
+    let remembered = store
+        .meta(DIALECT_META_KEY)?
+        .as_deref()
+        .and_then(Dialect::parse);
+    let dialect = planned_dialect(config.api.dialect, remembered);
     let mut print = |spec: &ObjectSpec| -> Result<(), FatalError> {
         let request = request::render(spec, dialect, config.api.auto_process);
         writeln!(out, "{}", request::plan_view(&request))
@@ -120,7 +133,7 @@ pub fn plan(config: &Config, out: &mut impl std::io::Write) -> Result<u8, FatalE
     let counters = Counters::default();
     let now = std::time::Instant::now();
     for index in 0..intake.len() {
-        intake.scan(index, now, &counters);
+        intake.scan(index, &counters);
     }
     let (plans, waiting) = intake.ready(now, false);
     let store = StoreHandle::new(store);
@@ -153,7 +166,7 @@ pub fn status(
     out: &mut impl std::io::Write,
 ) -> Result<u8, FatalError> {
     let store = Store::open_read_only(&config.state.dir)?;
-    let summary = store.summary(now_ms())?;
+    let summary = store.summary(unix_now_ms())?;
     let text = if as_json {
         serde_json::to_string_pretty(&summary).expect("a summary always serialises")
     } else {

@@ -64,11 +64,8 @@ pub async fn demo(
         let report = engine.once(shutdown).await?;
         print_new(&server, &mut 0);
         println!("done: {}", report.counters);
-        return Ok(if report.counters.objects_dead > 0 {
-            exit::FAILURE
-        } else {
-            exit::OK
-        });
+        let failed = report.counters.objects_dead > 0 || report.end != crate::daemon::OnceEnd::Done;
+        return Ok(if failed { exit::FAILURE } else { exit::OK });
     }
     println!("Watching; drop folders into the drop folder to see them delivered. Ctrl-C stops.");
     tokio::select! {

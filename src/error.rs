@@ -14,6 +14,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const IO: u8 = 74;
+    /// Stopped by SIGINT or SIGTERM before the work was done (128 + 2, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
     pub const CONFIG: u8 = 78;
 }
 

@@ -834,6 +834,22 @@ impl Store {
         self.found(id, found)
     }
 
+    /// Holds a pending object until `next_attempt_ms` without counting an
+    /// attempt against it: the pause was not the object's fault (SPEC §7).
+    pub fn defer(&mut self, id: i64, next_attempt_ms: i64, reason: &str) -> Result<(), StoreError> {
+        let now = unix_now_ms();
+        let found = self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE objects SET next_attempt_ms = ?2, last_error = ?3, updated_ms = ?4
+                     WHERE id = ?1 AND status = 'pending'",
+                )?
+                .execute(params![id, next_attempt_ms, reason, now])?;
+            Ok(changed > 0 || object_exists(tx, id)?)
+        })?;
+        self.found(id, found)
+    }
+
     /// Turns a pending object into a dead letter with `reason` (a permanent
     /// refusal), with its files. Ignored if the object is no longer pending.
     pub fn mark_dead(&mut self, id: i64, reason: &str) -> Result<(), StoreError> {
@@ -863,38 +879,43 @@ impl Store {
     /// Returns how many objects went back.
     pub fn retry_dead(&mut self, ids: Option<&[i64]>) -> Result<usize, StoreError> {
         let now = unix_now_ms();
-        self.write(|tx| match ids {
-            None => {
-                tx.prepare_cached(
-                    "UPDATE files SET state = 'pending' WHERE object_id IN
-                         (SELECT id FROM objects WHERE status = 'dead')",
-                )?
-                .execute([])?;
-                tx.prepare_cached(
-                    "UPDATE objects SET status = 'pending', attempts = 0,
-                         next_attempt_ms = ?1, last_error = NULL, updated_ms = ?1
-                     WHERE status = 'dead'",
-                )?
-                .execute(params![now])
-            }
-            Some(ids) => {
-                let mut object = tx.prepare_cached(
-                    "UPDATE objects SET status = 'pending', attempts = 0,
-                         next_attempt_ms = ?2, last_error = NULL, updated_ms = ?2
-                     WHERE id = ?1 AND status = 'dead'",
-                )?;
-                let mut files =
-                    tx.prepare_cached("UPDATE files SET state = 'pending' WHERE object_id = ?1")?;
-                let mut count = 0;
-                for &id in ids {
+        self.write(|tx| {
+            let ids: Vec<i64> = match ids {
+                Some(ids) => ids.to_vec(),
+                None => tx
+                    .prepare_cached("SELECT id FROM objects WHERE status = 'dead' ORDER BY id")?
+                    .query_map([], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+            };
+            // A local dead letter (never built into a request: a property
+            // clash, an unclassifiable file, a broken sidecar) has nothing to
+            // resend. Retrying it forgets its files, so the next scan builds
+            // the group again from what is on disk now.
+            let mut forget_files = tx.prepare_cached(
+                "DELETE FROM files WHERE object_id = ?1
+                   AND EXISTS (SELECT 1 FROM objects WHERE id = ?1 AND status = 'dead' AND spec = '')",
+            )?;
+            let mut forget_object =
+                tx.prepare_cached("DELETE FROM objects WHERE id = ?1 AND status = 'dead' AND spec = ''")?;
+            let mut object = tx.prepare_cached(
+                "UPDATE objects SET status = 'pending', attempts = 0,
+                     next_attempt_ms = ?2, last_error = NULL, updated_ms = ?2
+                 WHERE id = ?1 AND status = 'dead'",
+            )?;
+            let mut files =
+                tx.prepare_cached("UPDATE files SET state = 'pending' WHERE object_id = ?1")?;
+            let mut count = 0;
+            for id in ids {
+                forget_files.execute(params![id])?;
+                if forget_object.execute(params![id])? > 0 {
+                    count += 1;
+                } else if object.execute(params![id, now])? > 0 {
                     // A repeated id matches only once: the first pass made it pending.
-                    if object.execute(params![id, now])? > 0 {
-                        files.execute(params![id])?;
-                        count += 1;
-                    }
+                    files.execute(params![id])?;
+                    count += 1;
                 }
-                Ok(count)
             }
+            Ok(count)
         })
     }
 
@@ -1718,6 +1739,43 @@ mod tests {
                 .dead_letters
                 .is_empty()
         );
+    }
+
+    /// A local dead letter has no request to resend: retrying it must make
+    /// its files unknown again, so the next scan rebuilds the group.
+    #[test]
+    fn retrying_a_local_dead_letter_forgets_its_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(tmp.path()).unwrap();
+        let local = NewObject {
+            spec_json: String::new(),
+            ..new_object(
+                "/w",
+                "/clash",
+                &[("clash/a.txt", &sha(1)), ("clash/a.json", &sha(2))],
+            )
+        };
+        let id = store.record_local_dead(&local, "property clash").unwrap();
+        assert_eq!(store.files_of_watch("/w").unwrap().len(), 2);
+        assert_eq!(store.retry_dead(None).unwrap(), 1);
+        assert!(store.files_of_watch("/w").unwrap().is_empty());
+        assert!(store.object(id).unwrap().is_none());
+        assert_eq!(store.pending_count().unwrap(), 0);
+        assert_eq!(store.dead_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn defer_holds_an_object_without_counting_an_attempt() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(tmp.path()).unwrap();
+        let id = store
+            .enqueue(&new_object("/w", "/a", &[("a", &sha(1))]))
+            .unwrap();
+        store.defer(id, FAR, "paused: key refused").unwrap();
+        let row = store.object(id).unwrap().unwrap();
+        assert_eq!(row.attempts, 0);
+        assert_eq!(store.next_due_ms().unwrap(), Some(FAR));
+        assert!(due_ids(&store, FAR - 1).is_empty());
     }
 
     #[test]

@@ -25,6 +25,11 @@ use crate::telemetry::Counters;
 
 /// Largest sidecar read; metadata is small, anything bigger is a mistake.
 const SIDECAR_MAX_BYTES: u64 = 1024 * 1024;
+/// Most file bytes one object carries in its request body. The whole body is
+/// held in memory and in one outbox row; a folder of many inline files
+/// beyond this is refused with the settings that fix it, instead of taking
+/// the daemon's memory with it.
+pub const MAX_OBJECT_PAYLOAD: u64 = 64 * 1024 * 1024;
 
 /// What became of a group.
 #[derive(Debug)]
@@ -49,6 +54,7 @@ pub enum Built {
 /// I/O); it is left out of this attempt and retried at the next scan.
 #[derive(Debug)]
 pub struct Unreadable {
+    pub rel: String,
     pub path: PathBuf,
     pub error: String,
 }
@@ -87,6 +93,7 @@ pub fn build_group(
             member.size,
             member.mtime_ns,
             watch.inline_max_bytes,
+            watch.follow_symlinks,
         ) {
             Ok(read) => read,
             Err(ReadError::Changed) => {
@@ -96,6 +103,7 @@ pub fn build_group(
             Err(ReadError::Vanished) => continue,
             Err(err) => {
                 unreadable.push(Unreadable {
+                    rel: member.rel.clone(),
                     path: member.abs.clone(),
                     error: err.to_string(),
                 });
@@ -153,6 +161,14 @@ pub fn build_group(
                 continue;
             }
         };
+        if bytes + content.len() as u64 > MAX_OBJECT_PAYLOAD {
+            problems.push(format!(
+                "the group's files add up to more than {} MiB sent in one request; \
+                 use group_by = \"file\" or \"stem\", delivery = \"url\", or a smaller inline_max_bytes",
+                MAX_OBJECT_PAYLOAD / (1024 * 1024)
+            ));
+            break;
+        }
         match request::blob_data(
             delivery,
             content,
@@ -162,7 +178,7 @@ pub fn build_group(
             watch.url_template.as_deref(),
         ) {
             Ok(data) => {
-                bytes += read.size;
+                bytes += content.len() as u64;
                 blobs.push(BlobSpec {
                     property: classified.property,
                     blob_type: classified.blob_type,
@@ -192,7 +208,8 @@ pub fn build_group(
     }
     let metadata = match read_metadata(watch, sidecars) {
         Ok(metadata) => metadata,
-        Err(reason) => {
+        Err(SidecarError::Changed(rel)) => return Built::Unsettled { changed: vec![rel] },
+        Err(SidecarError::Invalid(reason)) => {
             problems.push(reason);
             Map::new()
         }
@@ -224,25 +241,48 @@ pub fn build_group(
     }
 }
 
-/// `watch.metadata` merged with the group's sidecars, in order.
-fn read_metadata(watch: &Watch, sidecars: &[ScannedFile]) -> Result<Map<String, Value>, String> {
+enum SidecarError {
+    /// The sidecar changed while it was read: the group is not settled.
+    Changed(String),
+    /// The group cannot be sent with this sidecar.
+    Invalid(String),
+}
+
+/// `watch.metadata` merged with the group's sidecars, in order. Sidecars are
+/// read like any member (no FIFO can hang it, no symlink leads out).
+fn read_metadata(
+    watch: &Watch,
+    sidecars: &[ScannedFile],
+) -> Result<Map<String, Value>, SidecarError> {
     let mut metadata = watch.metadata.clone();
     for sidecar in sidecars {
         if sidecar.size > SIDECAR_MAX_BYTES {
-            return Err(format!(
+            return Err(SidecarError::Invalid(format!(
                 "{}: sidecar is {} bytes; metadata sidecars are limited to {SIDECAR_MAX_BYTES}",
                 sidecar.rel, sidecar.size
-            ));
+            )));
         }
-        let bytes = match std::fs::read(&sidecar.abs) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+        let read = hash::read_file(
+            &sidecar.abs,
+            sidecar.size,
+            sidecar.mtime_ns,
+            SIDECAR_MAX_BYTES,
+            watch.follow_symlinks,
+        );
+        let bytes = match read {
+            Ok(read) => read.content.unwrap_or_default(),
+            Err(ReadError::Vanished) => continue,
+            Err(ReadError::Changed) => return Err(SidecarError::Changed(sidecar.rel.clone())),
             Err(err) => {
                 warn!(path = %sidecar.abs.display(), error = %err, "sidecar unreadable");
-                return Err(format!("{}: cannot read sidecar: {err}", sidecar.rel));
+                return Err(SidecarError::Invalid(format!(
+                    "{}: cannot read sidecar: {err}",
+                    sidecar.rel
+                )));
             }
         };
-        metadata = group::merge_metadata(&metadata, Some(&bytes), &sidecar.rel)?;
+        metadata = group::merge_metadata(&metadata, Some(&bytes), &sidecar.rel)
+            .map_err(SidecarError::Invalid)?;
     }
     Ok(metadata)
 }

@@ -50,20 +50,25 @@ pub enum ReadError {
 
 /// Reads and hashes `path`, which the scan saw with `expected_size` and
 /// `expected_mtime_ns`. Keeps the content when the file is at most
-/// `keep_content_max` bytes.
+/// `keep_content_max` bytes. Without `follow_symlinks`, a symlink swapped in
+/// after the scan is refused (`O_NOFOLLOW`) rather than followed out of the
+/// watch.
 pub fn read_file(
     path: &Path,
     expected_size: u64,
     expected_mtime_ns: i64,
     keep_content_max: u64,
+    follow_symlinks: bool,
 ) -> Result<FileRead, ReadError> {
-    let mut file = match File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-    {
+    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    if !follow_symlinks {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let mut file = match File::options().read(true).custom_flags(flags).open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Vanished),
+        // ELOOP: the path became a symlink since the scan.
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Err(ReadError::NotRegular),
         Err(err) => return Err(ReadError::Io(err)),
     };
     let before = file.metadata()?;
@@ -138,7 +143,7 @@ mod tests {
         let path = dir.path().join("a.txt");
         std::fs::write(&path, b"hello").unwrap();
         let (size, mtime) = stat(&path);
-        let read = read_file(&path, size, mtime, 1024).unwrap();
+        let read = read_file(&path, size, mtime, 1024, false).unwrap();
         assert_eq!(
             read.sha256,
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
@@ -162,7 +167,7 @@ mod tests {
         expected.update(b"tail");
         drop(file);
         let (size, mtime) = stat(&path);
-        let read = read_file(&path, size, mtime, 1024).unwrap();
+        let read = read_file(&path, size, mtime, 1024, false).unwrap();
         assert_eq!(read.sha256, hex::encode(expected.finalize()));
         assert!(read.content.is_none());
         assert_eq!(read.head.len(), HEAD_SIZE);
@@ -175,11 +180,11 @@ mod tests {
         std::fs::write(&path, b"hello").unwrap();
         let (size, mtime) = stat(&path);
         assert!(matches!(
-            read_file(&path, size + 1, mtime, 1024),
+            read_file(&path, size + 1, mtime, 1024, false),
             Err(ReadError::Changed)
         ));
         assert!(matches!(
-            read_file(&path, size, mtime - 1, 1024),
+            read_file(&path, size, mtime - 1, 1024, false),
             Err(ReadError::Changed)
         ));
     }
@@ -188,16 +193,31 @@ mod tests {
     fn missing_file_is_vanished_and_fifo_is_never_read() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            read_file(&dir.path().join("gone"), 0, 0, 0),
+            read_file(&dir.path().join("gone"), 0, 0, 0, false),
             Err(ReadError::Vanished)
         ));
         let fifo = dir.path().join("pipe");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
         // Would block forever without O_NONBLOCK.
         assert!(matches!(
-            read_file(&fifo, 0, 0, 0),
+            read_file(&fifo, 0, 0, 0, false),
             Err(ReadError::NotRegular)
         ));
+    }
+
+    #[test]
+    fn a_symlink_swapped_in_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("outside.txt");
+        std::fs::write(&target, b"secret").unwrap();
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let (size, mtime) = stat(&target);
+        assert!(matches!(
+            read_file(&link, size, mtime, 1024, false),
+            Err(ReadError::NotRegular)
+        ));
+        assert!(read_file(&link, size, mtime, 1024, true).is_ok());
     }
 
     #[test]
@@ -206,7 +226,7 @@ mod tests {
         let path = dir.path().join("empty");
         std::fs::write(&path, b"").unwrap();
         let (size, mtime) = stat(&path);
-        let read = read_file(&path, size, mtime, 1024).unwrap();
+        let read = read_file(&path, size, mtime, 1024, false).unwrap();
         assert_eq!(
             read.sha256,
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

@@ -121,6 +121,8 @@ struct WatchState {
     building: HashSet<String>,
     /// Paths already reported, so a problem is logged once, not every scan.
     reported: HashSet<PathBuf>,
+    /// Files that could not be read, and when; retried after `rescan_interval`.
+    unreadable: HashMap<String, Instant>,
 }
 
 pub struct Intake {
@@ -156,6 +158,7 @@ impl Intake {
                 candidates: HashMap::new(),
                 building: HashSet::new(),
                 reported: HashSet::new(),
+                unreadable: HashMap::new(),
             });
         }
         Ok(Intake { watches: states })
@@ -180,7 +183,7 @@ impl Intake {
 
     /// Walks the whole watch root; the candidates it no longer finds are
     /// forgotten. Blocking.
-    pub fn scan(&mut self, index: usize, now: Instant, counters: &Counters) {
+    pub fn scan(&mut self, index: usize, counters: &Counters) {
         let state = &mut self.watches[index];
         let watch = &state.context.watch;
         let scanned = match scan::scan(&watch.path, watch.follow_symlinks, &state.filter) {
@@ -195,7 +198,7 @@ impl Intake {
         state.reported.remove(&watch.path.clone());
         state.root = watch.path.canonicalize().ok();
         let present: HashSet<String> = scanned.files.iter().map(|f| f.rel.clone()).collect();
-        state.take(scanned, now, counters);
+        state.take(scanned, counters);
         let gone: Vec<String> = state
             .candidates
             .keys()
@@ -208,7 +211,7 @@ impl Intake {
     }
 
     /// Looks at one path an event named. Blocking (a new directory is walked).
-    pub fn hint(&mut self, index: usize, path: &Path, now: Instant, counters: &Counters) {
+    pub fn hint(&mut self, index: usize, path: &Path, counters: &Counters) {
         let state = &mut self.watches[index];
         let Some(root) = state.root.clone() else {
             return;
@@ -224,10 +227,10 @@ impl Intake {
         }
         let watch = &state.context.watch;
         match scan::stat_path(&root, path, watch.follow_symlinks, &state.filter) {
-            PathState::File(file) => state.observe(file, now, counters),
+            PathState::File(file) => state.observe(file, counters),
             PathState::Dir => {
                 let scanned = scan::scan_under(&root, path, watch.follow_symlinks, &state.filter);
-                state.take(scanned, now, counters);
+                state.take(scanned, counters);
             }
             PathState::Gone => {
                 // A file, or a whole directory, went away.
@@ -261,10 +264,23 @@ impl Intake {
         (plans, waiting)
     }
 
-    /// A build came back: apply what it means for the candidates.
-    pub fn built(&mut self, index: usize, key_prefix: &str, built: &Built, now: Instant) {
+    /// A build came back: apply what it means for the candidates. Members
+    /// that could not be read are set aside until the watch's next periodic
+    /// rescan, so a file nobody may read does not keep its group busy.
+    pub fn built(
+        &mut self,
+        index: usize,
+        key_prefix: &str,
+        built: &Built,
+        unreadable: &[String],
+        now: Instant,
+    ) {
         let state = &mut self.watches[index];
         state.building.remove(key_prefix);
+        for rel in unreadable {
+            state.remove(rel);
+            state.unreadable.insert(rel.clone(), now);
+        }
         match built {
             Built::Object { object, .. }
             | Built::LocalDead { object, .. }
@@ -300,6 +316,15 @@ impl Intake {
             .min()
     }
 
+    /// Watch roots the last scan could not read.
+    pub fn unscannable(&self) -> Vec<PathBuf> {
+        self.watches
+            .iter()
+            .filter(|s| s.reported.contains(&s.context.watch.path))
+            .map(|s| s.context.watch.path.clone())
+            .collect()
+    }
+
     /// How many candidate files intake holds, for status lines.
     pub fn candidates(&self) -> usize {
         self.watches.iter().map(|s| s.candidates.len()).sum()
@@ -313,12 +338,12 @@ pub fn watch_id(watch: &Watch) -> String {
 
 impl WatchState {
     /// Takes everything a (partial) scan found.
-    fn take(&mut self, scanned: ScanResult, now: Instant, counters: &Counters) {
+    fn take(&mut self, scanned: ScanResult, counters: &Counters) {
         for skipped in &scanned.skipped {
             self.report(&skipped.path, &skipped.reason, counters);
         }
         for file in scanned.files {
-            self.observe(file, now, counters);
+            self.observe(file, counters);
         }
     }
 
@@ -336,7 +361,7 @@ impl WatchState {
     }
 
     /// One file as seen now.
-    fn observe(&mut self, file: ScannedFile, now: Instant, counters: &Counters) {
+    fn observe(&mut self, file: ScannedFile, counters: &Counters) {
         let assignment = match group::assign(&self.context.watch, &file.rel) {
             Ok(assignment) => assignment,
             Err(err) => {
@@ -352,14 +377,23 @@ impl WatchState {
             self.remove(&file.rel);
             return;
         }
+        if let Some(failed) = self.unreadable.get(&file.rel) {
+            if file.seen_at.saturating_duration_since(*failed) < self.context.watch.rescan_interval
+            {
+                return;
+            }
+            self.unreadable.remove(&file.rel);
+            self.reported.remove(&file.abs);
+        }
         if assignment.role == Role::Blob && !self.candidates.contains_key(&file.rel) {
             Counters::add(&counters.files_seen, 1);
         }
+        let seen = file.seen_at;
         let observation = self
             .settler
-            .observe(file.rel.clone(), file.size, file.mtime_ns, now);
+            .observe(file.rel.clone(), file.size, file.mtime_ns, seen);
         if observation.is_change() && assignment.role == Role::Blob {
-            self.grouper.touch(&assignment.key_prefix, now);
+            self.grouper.touch(&assignment.key_prefix, seen);
         }
         self.candidates.insert(
             file.rel.clone(),
@@ -424,6 +458,12 @@ impl WatchState {
                 .ok()
                 .flatten()
                 .is_some_and(|rel| self.candidates.contains_key(&rel));
+            if !self.grouper.contains(key_prefix) {
+                // Members left behind by an earlier build (stragglers after
+                // max_group_wait, a file that could not be read) start a new
+                // round instead of waiting for a change that may never come.
+                self.grouper.touch(key_prefix, now);
+            }
             if marker {
                 self.grouper.marker_seen(key_prefix);
             }

@@ -36,14 +36,14 @@ use tracing::{info, warn};
 
 use self::build::Built;
 use self::intake::{GroupPlan, Intake, Waiting};
-use self::submit::{Submitted, Submitter, now_ms};
+use self::submit::{Submitted, Submitter};
 use self::watch::{Hint, Mode};
 use crate::api::{ApiClient, ApiKey};
 use crate::config::Config;
 use crate::error::FatalError;
 use crate::pipeline::Dialect;
 use crate::pipeline::retry::Backoff;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, unix_now_ms};
 use crate::telemetry::{Counters, CountersSnapshot};
 
 /// Shared access to the store. SQLite commits wait for the disk, so async
@@ -88,6 +88,20 @@ pub struct OnceReport {
     pub counters: CountersSnapshot,
     /// Groups left behind because their `ready_marker` has not appeared.
     pub awaiting_marker: Vec<String>,
+    pub end: OnceEnd,
+    /// Watch roots that could not be scanned.
+    pub unscannable: Vec<PathBuf>,
+}
+
+/// Why `once` stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnceEnd {
+    /// Nothing settling, nothing in the outbox but dead letters.
+    Done,
+    /// Submissions paused (key, bucket, endpoint); the outbox keeps the rest.
+    Paused(String),
+    /// Stopped by a signal.
+    Interrupted,
 }
 
 pub struct Engine {
@@ -98,6 +112,8 @@ pub struct Engine {
     counters: Arc<Counters>,
     /// Raised when a build put a new object in the outbox.
     work: Arc<Notify>,
+    /// Raised when a submission finished, for `once` waiting on the outbox.
+    progress: Notify,
 }
 
 /// A build that came back, for intake to apply.
@@ -105,6 +121,21 @@ struct BuildDone {
     watch: usize,
     key_prefix: String,
     built: Built,
+    /// Members that could not be read (permissions, I/O errors).
+    unreadable: Vec<String>,
+}
+
+impl BuildDone {
+    /// Hands the outcome to intake.
+    fn apply(&self, intake: &mut Intake) {
+        intake.built(
+            self.watch,
+            &self.key_prefix,
+            &self.built,
+            &self.unreadable,
+            Instant::now(),
+        );
+    }
 }
 
 impl Engine {
@@ -141,6 +172,7 @@ impl Engine {
             submitter: Arc::new(submitter),
             counters,
             work: Arc::new(Notify::new()),
+            progress: Notify::new(),
         })
     }
 
@@ -153,33 +185,55 @@ impl Engine {
     }
 
     /// Scan, deliver everything that is ready, wait until the outbox is empty
-    /// or holds only dead letters (SPEC §9 `once`).
+    /// or holds only dead letters (SPEC §9 `once`). Stops early, with the
+    /// outbox intact, when submissions are paused (a refused key, a missing
+    /// bucket: nothing a script gains by waiting for) or on `shutdown`.
     pub async fn once(&self, shutdown: impl Future<Output = ()>) -> Result<OnceReport, FatalError> {
+        let cancel = CancellationToken::new();
+        let submit = self.submit_loop(cancel.clone());
+        let drive = async {
+            let result = self.once_drive(shutdown).await;
+            cancel.cancel();
+            result
+        };
+        let (driven, submitted) = tokio::join!(drive, submit);
+        submitted?;
+        let (end, awaiting_marker) = driven?;
+        Ok(OnceReport {
+            counters: self.counters.snapshot(),
+            awaiting_marker,
+            end,
+            unscannable: self.lock_intake().unscannable(),
+        })
+    }
+
+    /// Passes of scan → build until nothing is settling and the outbox is empty.
+    async fn once_drive(
+        &self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(OnceEnd, Vec<String>), FatalError> {
         tokio::pin!(shutdown);
         loop {
             let watches: Vec<usize> = (0..self.lock_intake().len()).collect();
             self.intake_step(Vec::new(), watches).await;
             let (plans, mut waiting) = self.ready(false);
             waiting.settling += self.build_all(plans).await?;
-            self.submit_due().await?;
             let pending = self.store.run(|s| s.pending_count()).await?;
+            if let Some(pause) = self.submitter.pause() {
+                return Ok((OnceEnd::Paused(pause.reason), waiting.awaiting_marker));
+            }
             if waiting.settling == 0 && pending == 0 {
                 for key_prefix in &waiting.awaiting_marker {
                     info!(%key_prefix, "group not sent: its ready_marker has not appeared");
                 }
-                return Ok(OnceReport {
-                    counters: self.counters.snapshot(),
-                    awaiting_marker: waiting.awaiting_marker,
-                });
+                return Ok((OnceEnd::Done, waiting.awaiting_marker));
             }
             tokio::select! {
                 () = tokio::time::sleep(self.idle_time().await?) => {}
+                () = self.progress.notified() => {}
                 () = &mut shutdown => {
                     info!("interrupted; what was not delivered stays in the outbox");
-                    return Ok(OnceReport {
-                        counters: self.counters.snapshot(),
-                        awaiting_marker: waiting.awaiting_marker,
-                    });
+                    return Ok((OnceEnd::Interrupted, waiting.awaiting_marker));
                 }
             }
         }
@@ -286,7 +340,7 @@ impl Engine {
                 () = rescans.raised() => {}
                 Some(done) = builds.join_next(), if !builds.is_empty() => {
                     let done = done.expect("a build panicked")?;
-                    self.lock_intake().built(done.watch, &done.key_prefix, &done.built, Instant::now());
+                    done.apply(&mut self.lock_intake());
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
@@ -318,7 +372,7 @@ impl Engine {
         let result: Result<(), FatalError> = async {
             loop {
                 if tasks.len() < limit && self.submitter.pause().is_none() {
-                    let now = now_ms();
+                    let now = unix_now_ms();
                     let fetch = limit + in_flight.len();
                     let due = self.store.run(move |s| s.due(now, fetch)).await?;
                     let fresh: Vec<_> = due
@@ -339,6 +393,7 @@ impl Engine {
                         let (id, outcome) = joined.expect("a submission task panicked");
                         in_flight.remove(&id);
                         outcome?;
+                        self.progress.notify_one();
                     }
                     () = self.work.notified() => {}
                     () = tokio::time::sleep(wake) => {}
@@ -377,7 +432,7 @@ impl Engine {
     /// wake it through their task instead.
     async fn next_submit_wake(&self) -> Result<Duration, FatalError> {
         let next = self.store.run(|s| s.next_due_ms()).await?;
-        let now = now_ms();
+        let now = unix_now_ms();
         let mut wake = MAX_IDLE;
         if let Some(due) = next.filter(|due| *due > now) {
             wake = wake.min(Duration::from_millis(u64::try_from(due - now).unwrap_or(0)));
@@ -396,7 +451,7 @@ impl Engine {
             wake = wake.min(deadline);
         }
         if let Some(due_ms) = self.store.run(|s| s.next_due_ms()).await? {
-            let in_ms = u64::try_from(due_ms - now_ms()).unwrap_or(0);
+            let in_ms = u64::try_from(due_ms - unix_now_ms()).unwrap_or(0);
             wake = wake.min(now + Duration::from_millis(in_ms));
         }
         // Never spin: a deadline in the past still yields for a moment.
@@ -412,7 +467,7 @@ impl Engine {
         tokio::task::spawn_blocking(move || {
             let mut intake = intake.lock().expect("intake lock poisoned");
             for index in &scans {
-                intake.scan(*index, Instant::now(), &counters);
+                intake.scan(*index, &counters);
             }
             let mut seen = HashSet::new();
             for hint in hints {
@@ -420,7 +475,7 @@ impl Engine {
                 if scans.contains(&hint.watch) || !seen.insert(hint.clone()) {
                     continue;
                 }
-                intake.hint(hint.watch, &hint.path, Instant::now(), &counters);
+                intake.hint(hint.watch, &hint.path, &counters);
             }
         })
         .await
@@ -440,8 +495,8 @@ impl Engine {
         let work = Arc::clone(&self.work);
         builds.spawn_blocking(move || {
             let (built, unreadable) = plan.build(&store, has_upload, &counters);
-            for item in unreadable {
-                warn!(path = %item.path.display(), error = %item.error, "cannot read file; will retry at the next scan");
+            for item in &unreadable {
+                warn!(path = %item.path.display(), error = %item.error, "cannot read file; skipped until the next periodic rescan");
             }
             record_built(&mut store.lock(), &counters, &built)?;
             if matches!(built, Built::Object { .. }) {
@@ -451,6 +506,7 @@ impl Engine {
                 watch: plan.watch,
                 key_prefix: plan.key_prefix,
                 built,
+                unreadable: unreadable.into_iter().map(|u| u.rel).collect(),
             })
         });
     }
@@ -473,48 +529,8 @@ impl Engine {
             if matches!(done.built, Built::Unsettled { .. }) {
                 unsettled += 1;
             }
-            self.lock_intake()
-                .built(done.watch, &done.key_prefix, &done.built, Instant::now());
+            done.apply(&mut self.lock_intake());
         }
-    }
-
-    /// Sends every due outbox item, at most `max_in_flight` at once, and
-    /// returns when none is due (or submissions are paused).
-    async fn submit_due(&self) -> Result<(), FatalError> {
-        let limit = self.config.api.max_in_flight.max(1);
-        loop {
-            if self.submitter.pause().is_some() {
-                return Ok(());
-            }
-            let now = now_ms();
-            let due = self.store.run(move |s| s.due(now, limit * 4)).await?;
-            if due.is_empty() {
-                return Ok(());
-            }
-            let mut tasks = JoinSet::new();
-            for item in due {
-                while tasks.len() >= limit {
-                    join_one(&mut tasks).await?;
-                }
-                if self.submitter.pause().is_some() {
-                    break;
-                }
-                let submitter = Arc::clone(&self.submitter);
-                tasks.spawn(async move { submitter.submit(item).await });
-            }
-            while !tasks.is_empty() {
-                join_one(&mut tasks).await?;
-            }
-        }
-    }
-}
-
-async fn join_one(
-    tasks: &mut JoinSet<Result<Submitted, FatalError>>,
-) -> Result<Submitted, FatalError> {
-    match tasks.join_next().await {
-        Some(joined) => joined.expect("a submission task panicked"),
-        None => Ok(Submitted::Retry),
     }
 }
 

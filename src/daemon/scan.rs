@@ -9,6 +9,7 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use walkdir::WalkDir;
 
@@ -22,6 +23,10 @@ pub struct ScannedFile {
     pub abs: PathBuf,
     pub size: u64,
     pub mtime_ns: i64,
+    /// When size and mtime were read: the settle clock starts here, not when
+    /// the scan that found the file began (a long scan must not make a file
+    /// look older than it is).
+    pub seen_at: Instant,
 }
 
 /// Why an entry was not taken.
@@ -293,6 +298,7 @@ fn take(
         abs: path.to_path_buf(),
         size: meta.len(),
         mtime_ns: mtime_ns(meta),
+        seen_at: Instant::now(),
     })
 }
 

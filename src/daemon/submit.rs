@@ -11,7 +11,7 @@
 //! endpoint" switches the dialect, logs it once, and remembers it in the store.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -21,18 +21,11 @@ use crate::config::DialectSetting;
 use crate::error::FatalError;
 use crate::pipeline::retry::{self, Backoff, Context, Decision};
 use crate::pipeline::{Dialect, ObjectSpec, request};
-use crate::store::OutboxItem;
+use crate::store::{OutboxItem, unix_now_ms};
 use crate::telemetry::Counters;
 
 /// Store key under which the dialect chosen by `auto` is remembered.
 pub const DIALECT_META_KEY: &str = "dialect";
-
-pub fn now_ms() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// What one submission ended in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,18 +40,40 @@ pub enum Submitted {
 #[derive(Debug, Clone, Copy)]
 struct DialectState {
     setting: DialectSetting,
+    /// Confirmed by a 2xx, now or in an earlier run (the store remembers).
     known: Option<Dialect>,
+    /// Under probing: the dialect being tried after the first said "no such
+    /// endpoint".
+    trying: Option<Dialect>,
 }
 
 impl DialectState {
+    /// The dialect to render in, and whether the answer is still a probe.
     fn current(&self) -> (Dialect, bool) {
         match (self.setting, self.known) {
             (DialectSetting::ObjectsCreate, _) => (Dialect::ObjectsCreate, false),
             (DialectSetting::Objects, _) => (Dialect::Objects, false),
             (DialectSetting::Auto, Some(known)) => (known, false),
-            (DialectSetting::Auto, None) => (Dialect::ObjectsCreate, true),
+            // The second dialect is the last resort: if it too says "no such
+            // endpoint", that is a configuration problem, and a pause.
+            (DialectSetting::Auto, None) => match self.trying {
+                Some(trying) => (trying, false),
+                None => (Dialect::ObjectsCreate, true),
+            },
         }
     }
+}
+
+/// The dialect `plan` renders in: the configured one, or under `auto` the
+/// one the store remembers, else the first `auto` tries.
+pub fn planned_dialect(setting: DialectSetting, remembered: Option<Dialect>) -> Dialect {
+    DialectState {
+        setting,
+        known: remembered,
+        trying: None,
+    }
+    .current()
+    .0
 }
 
 /// Why and until when all submissions are held.
@@ -97,6 +112,7 @@ impl Submitter {
             dialect: Mutex::new(DialectState {
                 setting,
                 known: remembered,
+                trying: None,
             }),
             pause: Mutex::new(None),
         }
@@ -147,16 +163,22 @@ impl Submitter {
             match decision {
                 Decision::Success => {
                     let ack = parse_create_ack(response.body());
-                    if probing {
-                        self.remember_dialect(dialect).await?;
-                    }
                     let id = item.id;
                     let (object_id, task_id) = (ack.object_id.clone(), ack.task_id.clone());
+                    // The delivery is recorded first: it is what promise 2
+                    // and 3 rest on; the dialect is a convenience.
                     self.store
                         .run(move |store| {
                             store.mark_delivered(id, object_id.as_deref(), task_id.as_deref())
                         })
                         .await?;
+                    let unconfirmed = {
+                        let state = self.lock_dialect();
+                        state.setting == DialectSetting::Auto && state.known.is_none()
+                    };
+                    if unconfirmed {
+                        self.remember_dialect(dialect).await?;
+                    }
                     self.clear_pause();
                     Counters::add(&self.counters.objects_delivered, 1);
                     let bytes: usize = spec.blobs.iter().map(blob_size).sum();
@@ -172,20 +194,26 @@ impl Submitter {
                     return Ok(Submitted::Delivered);
                 }
                 Decision::WrongDialect { reason } if probing => {
-                    info!(
-                        from = dialect.as_str(),
-                        to = Dialect::Objects.as_str(),
-                        %reason,
-                        "the API has no objects/create endpoint; switching dialect"
-                    );
-                    self.remember_dialect(Dialect::Objects).await?;
+                    // Tried in memory only; the choice is stored once the
+                    // other dialect has answered 2xx, so a wrong base_url
+                    // cannot pin a dialect for good.
+                    let mut state = self.lock_dialect();
+                    if state.trying.is_none() {
+                        state.trying = Some(Dialect::Objects);
+                        info!(
+                            from = dialect.as_str(),
+                            to = Dialect::Objects.as_str(),
+                            %reason,
+                            "the API has no objects/create endpoint; trying the other dialect"
+                        );
+                    }
                 }
                 Decision::WrongDialect { reason } | Decision::Pause { reason } => {
                     self.set_pause(&reason);
-                    let next = now_ms() + millis(self.backoff.max());
+                    let next = unix_now_ms() + millis(self.backoff.max());
                     let id = item.id;
                     self.store
-                        .run(move |store| store.mark_retry(id, next, &reason))
+                        .run(move |store| store.defer(id, next, &reason))
                         .await?;
                     return Ok(Submitted::Paused);
                 }
@@ -199,7 +227,7 @@ impl Submitter {
                         %reason,
                         "will retry"
                     );
-                    let next = now_ms() + millis(after);
+                    let next = unix_now_ms() + millis(after);
                     let id = item.id;
                     self.store
                         .run(move |store| store.mark_retry(id, next, &reason))

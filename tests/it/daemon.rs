@@ -258,6 +258,8 @@ level = "debug"
     );
     let path = env.root().join("config.toml");
     std::fs::write(&path, text).unwrap();
+    // Not world-readable, so the log holds no warning about it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 
@@ -448,12 +450,12 @@ fn a_large_copy_is_sent_once_and_only_after_cp_finished() {
     let objects = env.server.objects();
     assert_eq!(objects.len(), 1);
     assert_eq!(key_prefix(&objects[0]), "/documents/big");
-    let blobs = blobs(&objects[0]);
-    assert_eq!(blobs.len(), 1);
-    assert_eq!(blob_key(&blobs[0]), "/movie.mp4");
-    assert_eq!(blobs[0]["type"], "video");
+    let sent = blobs(&objects[0]);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(blob_key(&sent[0]), "/movie.mp4");
+    assert_eq!(sent[0]["type"], "video");
     assert_eq!(
-        blobs[0]["data"]["filename"],
+        sent[0]["data"]["filename"],
         "https://cdn.example.com/drop/documents/big/movie.mp4"
     );
     let size = std::fs::metadata(env.drop_dir().join("big/movie.mp4"))
@@ -515,11 +517,9 @@ fn a_ready_marker_holds_the_group_until_it_appears() {
     env.write("g/one.txt", b"first");
     env.write("g/two.txt", b"second");
     // Well past settle: both files are settled, and still nothing may go.
+    let anything_sent = || !create_requests(&env.server).is_empty();
     assert!(
-        !wait_until(Duration::from_millis(1500), || !create_requests(
-            &env.server
-        )
-        .is_empty()),
+        !wait_until(Duration::from_millis(1500), anything_sent),
         "sent before its ready marker: {:?}",
         create_requests(&env.server)
     );
@@ -657,10 +657,19 @@ fn an_event_queue_overflow_loses_nothing() {
         seen.remove(&("/documents/warm".to_owned(), "/up.txt".to_owned()));
         seen
     };
-    let all_in = daemon.wait_for(Duration::from_secs(300), || delivered().len() >= files);
+    // Generous for a loaded 2-core machine, but a minute without progress
+    // means the rest was lost: no need to sit out the whole timeout.
+    let mut progress = (0, Instant::now());
+    daemon.wait_for(Duration::from_secs(300), || {
+        let n = delivered().len();
+        if n > progress.0 {
+            progress = (n, Instant::now());
+        }
+        n >= files || progress.1.elapsed() > Duration::from_secs(60)
+    });
     let seen = delivered();
     assert!(
-        all_in,
+        seen.len() >= files,
         "{} of {files} files delivered after the overflow; stderr tail:\n{}",
         seen.len(),
         tail(&daemon.log(), 40)
@@ -734,13 +743,13 @@ fn sigterm_mid_burst_exits_cleanly_and_the_rest_goes_after_restart() {
         daemon.log()
     );
     let first_run = env.server.objects().len();
-    {
-        let o = env.server.objects();
-        eprintln!(
-            "XXX first_run={first_run} span={:?}",
-            o[o.len() - 1].received_at - o[0].received_at
-        );
-    }
+    // Sending the whole burst takes seconds; a daemon that stopped taking
+    // work at SIGTERM sent only part of it.
+    assert!(
+        first_run < GROUPS,
+        "all {GROUPS} objects were sent after SIGTERM; stderr:\n{}",
+        tail(&daemon.log(), 20)
+    );
     let first_log = daemon.log();
     drop(daemon);
     assert_eq!(
@@ -854,8 +863,7 @@ fn sighup_reloads_watches_and_keeps_the_old_config_when_the_new_one_is_invalid()
     );
     env.write("removed/e.txt", b"no longer watched");
     assert!(
-        !wait_until(QUIET, || !objects_for(&env, "/documents/removed")
-            .is_empty()),
+        !wait_until(QUIET, || has_prefix(&env, "/documents/removed")),
         "a removed watch still delivered"
     );
     daemon.stop(TIMEOUT);

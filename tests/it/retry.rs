@@ -82,21 +82,27 @@ fn a_401_pauses_instead_of_dead_lettering_and_resumes_when_fixed() {
     env.write("a/file.txt", b"hello");
     env.config("", "");
     env.server.set_api_key(Some("a-rotated-key".to_owned()));
-    let server = &env.server;
-    std::thread::scope(|scope| {
-        let fixer = scope.spawn(|| {
-            let refused = crate::harness::wait_until(crate::harness::TIMEOUT, || {
-                create_requests(server).iter().any(|r| r.status == 401)
-            });
-            // The key is fixed on the server side, as an operator would.
-            server.set_api_key(Some(crate::harness::KEY.to_owned()));
-            refused
-        });
-        let run = env.run(&["once"]);
-        assert!(fixer.join().unwrap(), "the daemon never tried");
-        run.assert_code(0);
-        assert!(run.stderr.contains("paused"), "{}", run.stderr);
-        assert_eq!(run.counter("objects_dead"), 0);
-    });
+
+    // `once` does not wait out a refused key: it stops, keeping the object.
+    let run = env.run(&["once"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("paused"), "{}", run.stderr);
+    assert_eq!(run.counter("objects_dead"), 0);
+    let status = env.run(&["status", "--json"]);
+    let summary: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(summary["counts"]["pending"], 1, "{summary}");
+    assert_eq!(summary["counts"]["dead"], 0, "{summary}");
+
+    // Fixed on the server side, as an operator would: the next run delivers.
+    env.server.set_api_key(Some(crate::harness::KEY.to_owned()));
+    env.run(&["once"]).assert_code(0);
     assert_eq!(env.server.objects().len(), 1);
+    assert_eq!(
+        create_requests(&env.server)
+            .iter()
+            .filter(|r| r.status == 401)
+            .count(),
+        1,
+        "one refused attempt, then a pause"
+    );
 }
