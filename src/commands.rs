@@ -206,10 +206,10 @@ pub async fn check(config: &Config, path: &Path, online: bool) -> Result<u8, Fat
             );
         }
     }
-    if let Some(key_file) = &config.api.api_key_file {
-        if let Some(warning) = api::key_file_warning(key_file) {
-            println!("warning: {warning}");
-        }
+    if let Some(key_file) = &config.api.api_key_file
+        && let Some(warning) = api::key_file_warning(key_file)
+    {
+        println!("warning: {warning}");
     }
     if online {
         let key = api::load_api_key(&config.api)?;

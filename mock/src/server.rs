@@ -129,10 +129,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         // Closing the command channel ends `serve`, which drops every connection.
         self.commands.take();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the emulator thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the emulator thread panicked");
         }
     }
 }

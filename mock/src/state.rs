@@ -217,20 +217,20 @@ impl State {
                 Scripted::DropConnection { delay } => Admission::Drop { delay },
             };
         }
-        if let Some(limiter) = &mut self.limiter {
-            if let Err(wait) = limiter.check(now) {
-                let secs = retry_after_secs(wait);
-                return Admission::Answer {
-                    status: 429,
-                    retry_after: Some(secs.to_string()),
-                    delay: None,
-                    body: envelope(
-                        429,
-                        "Rate limit exceeded",
-                        Some(json!({ "retry_after_seconds": secs })),
-                    ),
-                };
-            }
+        if let Some(limiter) = &mut self.limiter
+            && let Err(wait) = limiter.check(now)
+        {
+            let secs = retry_after_secs(wait);
+            return Admission::Answer {
+                status: 429,
+                retry_after: Some(secs.to_string()),
+                delay: None,
+                body: envelope(
+                    429,
+                    "Rate limit exceeded",
+                    Some(json!({ "retry_after_seconds": secs })),
+                ),
+            };
         }
         Admission::Pass
     }

@@ -73,6 +73,49 @@ impl StoreHandle {
     }
 }
 
+/// An exclusive lock on `<state.dir>/lock`. Two processes on one outbox
+/// would each send every object; the second is refused instead. `status`,
+/// `retry` and `plan` do not take it: SQLite keeps them consistent beside a
+/// running daemon.
+struct InstanceLock {
+    _file: std::fs::File,
+}
+
+impl InstanceLock {
+    fn acquire(dir: &std::path::Path) -> Result<InstanceLock, FatalError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join("lock");
+        let mut file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|err| FatalError::io(&path, err))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(FatalError::Runtime(format!(
+                    "another mixpeek-ingest (pid {}) is using the state directory {}; \
+                     stop it first, or give this one its own state.dir",
+                    holder.trim(),
+                    dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(FatalError::io(&path, err)),
+        }
+        // The pid is only for that message; failing to write it is harmless.
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        Ok(InstanceLock { _file: file })
+    }
+}
+
 /// How long the engine sleeps at most when it has nothing scheduled, so a
 /// pause ending or a retry coming due is never missed by much.
 const MAX_IDLE: Duration = Duration::from_secs(1);
@@ -105,6 +148,8 @@ pub enum OnceEnd {
 }
 
 pub struct Engine {
+    /// Held for the engine's life: one process per state directory.
+    _lock: InstanceLock,
     config: Arc<Config>,
     store: StoreHandle,
     intake: Arc<Mutex<Intake>>,
@@ -147,6 +192,7 @@ impl Engine {
         counters: Arc<Counters>,
     ) -> Result<Engine, FatalError> {
         let store = Store::open(&config.state.dir)?;
+        let lock = InstanceLock::acquire(&config.state.dir)?;
         let remembered = store
             .meta(submit::DIALECT_META_KEY)?
             .as_deref()
@@ -166,6 +212,7 @@ impl Engine {
             Arc::clone(&counters),
         );
         Ok(Engine {
+            _lock: lock,
             config,
             store,
             intake: Arc::new(Mutex::new(intake)),
@@ -308,6 +355,12 @@ impl Engine {
         loop {
             let now = Instant::now();
             let mut due: Vec<usize> = rescans.take();
+            for index in &due {
+                info!(
+                    watch = %self.config.watches[*index].path.display(),
+                    "file events overflowed or were incomplete; rescanning"
+                );
+            }
             for (index, at) in next_scan.iter_mut().enumerate() {
                 if *at <= now || due.contains(&index) {
                     if !due.contains(&index) {

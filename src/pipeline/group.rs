@@ -154,18 +154,17 @@ pub fn assign(watch: &Watch, rel: &str) -> Result<Assignment, GroupError> {
     if name == watch.metadata_file {
         return Ok(directory_wide(Role::Sidecar));
     }
-    if watch.group_by == GroupBy::Stem {
-        if let Some(stem) = name
+    if watch.group_by == GroupBy::Stem
+        && let Some(stem) = name
             .strip_suffix(STEM_SIDECAR_SUFFIX)
             .filter(|s| !s.is_empty())
-        {
-            return Ok(Assignment {
-                key_prefix: group_key(watch, &dirs, stem),
-                role: Role::Sidecar,
-                scope: Scope::Group,
-                dir,
-            });
-        }
+    {
+        return Ok(Assignment {
+            key_prefix: group_key(watch, &dirs, stem),
+            role: Role::Sidecar,
+            scope: Scope::Group,
+            dir,
+        });
     }
     Ok(Assignment {
         key_prefix: group_key(watch, &dirs, stem_of(name)),

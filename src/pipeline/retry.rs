@@ -613,10 +613,10 @@ mod tests {
         };
         let decision = classify(&outcome, &ctx, &backoff(), &mut rng());
         assert_eq!(decision.kind(), expected, "{decision:?}");
-        if let Outcome::Status { code, .. } = outcome {
-            if let Some(reason) = decision.reason() {
-                assert!(reason.contains(&code.to_string()), "{reason}");
-            }
+        if let Outcome::Status { code, .. } = outcome
+            && let Some(reason) = decision.reason()
+        {
+            assert!(reason.contains(&code.to_string()), "{reason}");
         }
     }
 

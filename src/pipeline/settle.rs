@@ -336,10 +336,8 @@ impl<K: Eq + Hash + Clone> Settler<K> {
         let pending = &mut self.pending;
         self.files.retain(|key, t| {
             let kept = keep(key);
-            if !kept {
-                if let Some(slot) = t.pending {
-                    pending.remove(&slot);
-                }
+            if !kept && let Some(slot) = t.pending {
+                pending.remove(&slot);
             }
             kept
         });

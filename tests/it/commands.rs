@@ -117,3 +117,30 @@ fn retry_puts_a_dead_letter_back_and_it_is_delivered() {
     env.run(&["once"]).assert_code(0);
     assert_eq!(env.server.objects().len(), 1);
 }
+
+#[test]
+fn a_second_instance_on_the_same_state_is_refused() {
+    let env = Env::new();
+    env.config("", "");
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(env.root().join("config.toml"))
+        .arg("run")
+        .stderr(std::process::Stdio::null());
+    let mut daemon = cmd.spawn().unwrap();
+    let lock = env.state_dir().join("lock");
+    let holds_lock = crate::harness::wait_until(TIMEOUT, || {
+        std::fs::read_to_string(&lock).is_ok_and(|pid| pid.trim() == daemon.id().to_string())
+    });
+    let second = env.run(&["once"]);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert!(holds_lock, "the daemon never took the lock");
+    second.assert_code(1);
+    assert!(
+        second.stderr.contains("another mixpeek-ingest")
+            && second.stderr.contains(&daemon.id().to_string()),
+        "{}",
+        second.stderr
+    );
+}
