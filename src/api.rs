@@ -255,16 +255,7 @@ fn check_key(secret: String, source: KeySource) -> Result<ApiKey, KeyError> {
 /// `None` when the mode is fine or the file cannot be inspected (loading it
 /// reports that).
 pub fn key_file_warning(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "the API key file {} is accessible by group or others (mode {:04o}); \
-             restrict it with chmod 600",
-            path.display(),
-            mode & 0o7777
-        )
-    })
+    crate::config::permission_warning(path, "the API key file", 0o077, "chmod 600")
 }
 
 // ---------------------------------------------------------------------------

@@ -22,21 +22,15 @@ use crate::telemetry::{self, Counters};
 pub fn load_config(path: &Path) -> Result<Config, FatalError> {
     let config = config::load(path)?;
     telemetry::init_logging(&config.log);
-    if let Some(warning) = world_readable_warning(path) {
+    if let Some(warning) =
+        config::permission_warning(path, "the configuration file", 0o004, "chmod 640")
+    {
+        warn!("{warning}");
+    }
+    for warning in config.not_yet_applied() {
         warn!("{warning}");
     }
     Ok(config)
-}
-
-fn world_readable_warning(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (mode & 0o004 != 0).then(|| {
-        format!(
-            "{} is readable by every user; consider chmod 640",
-            path.display()
-        )
-    })
 }
 
 /// `once`: deliver everything ready, then exit. 1 when objects ended as

@@ -22,6 +22,8 @@ use crate::telemetry::{self, Counters};
 
 const DEMO_BUCKET: &str = "demo";
 const DEMO_KEY: &str = "demo-key-0123456789";
+/// Marks a folder as the demo's own, safe to reset.
+const DEMO_MARKER: &str = ".mixpeek-demo";
 
 const SAMPLE: [(&str, &[u8]); 3] = [
     (
@@ -82,6 +84,19 @@ fn prepare(dir: &Path, base_url: &str) -> Result<PathBuf, FatalError> {
         let path = path.to_path_buf();
         move |err| FatalError::io(path, err)
     };
+    // The demo resets its state and rewrites its config and key: refuse a
+    // folder it did not make, so `--dir /etc/mixpeek-ingest` cannot clobber
+    // a real installation.
+    let marker = dir.join(DEMO_MARKER);
+    let is_empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+    if !is_empty && !marker.exists() {
+        return Err(FatalError::Usage(format!(
+            "{} is not empty and was not made by `mixpeek-ingest demo`; pass an empty or new folder with --dir",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::write(&marker, b"made by mixpeek-ingest demo\n").map_err(io(&marker))?;
     let drop_dir = dir.join("drop");
     let state = dir.join("state");
     // Each demo talks to a new, empty emulator: a state remembering earlier

@@ -29,6 +29,58 @@ pub struct Config {
     pub watches: Vec<Watch>,
 }
 
+/// A warning when `path` grants any of the permission bits in `mask` (e.g.
+/// `0o004`, readable by every user), naming `what` the file is and the fix.
+pub fn permission_warning(
+    path: &std::path::Path,
+    what: &str,
+    mask: u32,
+    fix: &str,
+) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & mask != 0).then(|| {
+        format!(
+            "{what} {} is too widely readable (mode {:04o}); restrict it with {fix}",
+            path.display(),
+            mode & 0o7777
+        )
+    })
+}
+
+impl Config {
+    /// Settings this build accepts but does not act on yet, one sentence
+    /// each, so an operator is told instead of silently surprised.
+    pub fn not_yet_applied(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.api.requests_per_minute > 0 {
+            out.push(
+                "api.requests_per_minute is not enforced yet; rely on the 429 retries".to_owned(),
+            );
+        }
+        if self.api.max_bytes_per_second > 0 {
+            out.push(
+                "api.max_bytes_per_second is not enforced yet; uploads are not throttled"
+                    .to_owned(),
+            );
+        }
+        if let Some(listen) = self.metrics.listen {
+            out.push(format!(
+                "metrics.listen = {listen}: the metrics endpoint is not served yet"
+            ));
+        }
+        for watch in &self.watches {
+            if watch.after_delivery != AfterDelivery::Keep {
+                out.push(format!(
+                    "watch {}: after_delivery other than \"keep\" is not applied yet; delivered files are kept",
+                    watch.path.display()
+                ));
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialectSetting {
     Auto,

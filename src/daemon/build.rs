@@ -134,11 +134,11 @@ pub fn build_group(
         }
         all_duplicates = false;
 
-        let file_name = member.rel.rsplit('/').next().unwrap_or(&member.rel);
-        let rule_delivery = ctx.classifier.rule_delivery(&member.rel);
+        let blob_key_prefix = group::blob_key_prefix(&member.rel);
+        let file_name = &blob_key_prefix[1..];
         let delivery = match request::choose_delivery(
             watch,
-            rule_delivery,
+            classified.delivery,
             &classified.blob_type,
             read.size,
             ctx.dialect_has_upload,
@@ -182,7 +182,7 @@ pub fn build_group(
                 blobs.push(BlobSpec {
                     property: classified.property,
                     blob_type: classified.blob_type,
-                    key_prefix: format!("/{file_name}"),
+                    key_prefix: blob_key_prefix.clone(),
                     data,
                 });
             }

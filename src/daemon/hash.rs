@@ -220,6 +220,20 @@ mod tests {
         assert!(read_file(&link, size, mtime, 1024, true).is_ok());
     }
 
+    /// A file that yields more bytes than its size said (it grew while read)
+    /// is `Changed`, never hashed as complete. Files under /proc report size 0
+    /// and still have content: a deterministic stand-in for a growing file.
+    #[test]
+    fn more_bytes_than_the_size_said_is_changed() {
+        let path = Path::new("/proc/self/status");
+        let (size, mtime) = stat(path);
+        assert_eq!(size, 0);
+        assert!(matches!(
+            read_file(path, size, mtime, 1024, false),
+            Err(ReadError::Changed)
+        ));
+    }
+
     #[test]
     fn empty_file_hashes() {
         let dir = tempfile::tempdir().unwrap();

@@ -195,7 +195,9 @@ impl TypeTable {
 }
 
 /// The blob type for `mime` under `watch.types` and the defaults; `None` when
-/// no row covers it (`default_type` is the caller's next step).
+/// no row covers it (`default_type` is the caller's next step). For table
+/// tests; the shell keeps a [`TypeTable`] per watch.
+#[cfg(test)]
 pub fn blob_type_for(watch: &Watch, mime: &str) -> Option<String> {
     TypeTable::new(&watch.types).lookup(mime).map(str::to_owned)
 }
@@ -289,8 +291,9 @@ impl Classifier {
     }
 }
 
-/// Convenience over [`Classifier`] for one file; compiles the rule globs on
-/// every call, so the shell builds a `Classifier` per watch instead.
+/// Convenience over [`Classifier`] for table tests; compiles the rule globs
+/// on every call.
+#[cfg(test)]
 pub fn classify(watch: &Watch, rel: &str, head: &[u8]) -> Result<Classified, String> {
     Classifier::new(watch)
         .map_err(|e| format!("`{rel}`: invalid [[watch.rule]] glob: {e}"))?

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::config::{GroupBy, Watch};
-use crate::pipeline::settle::{STEM_SIDECAR_SUFFIX, compile_glob};
+use crate::pipeline::settle::STEM_SIDECAR_SUFFIX;
 
 /// Longest blob property Mixpeek accepts (`CreateBlobRequest.property`).
 pub const MAX_PROPERTY_CHARS: usize = 100;
@@ -249,12 +249,15 @@ pub fn sanitize_property(stem: &str) -> String {
 /// Compiles the rule globs on each call; the shell uses
 /// `classify::Classifier`, which compiles them once. A rule whose glob does
 /// not compile matches nothing here (config loading reports it).
+#[cfg(test)]
 pub fn property_for(watch: &Watch, rel: &str) -> String {
     for rule in &watch.rules {
         let Some(property) = &rule.property else {
             continue;
         };
-        if compile_glob(&rule.matches).is_ok_and(|g| g.compile_matcher().is_match(rel)) {
+        if crate::pipeline::settle::compile_glob(&rule.matches)
+            .is_ok_and(|g| g.compile_matcher().is_match(rel))
+        {
             return property.clone();
         }
     }

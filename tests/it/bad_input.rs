@@ -124,3 +124,26 @@ fn a_symlink_outside_the_root_is_never_followed() {
             .all(|o| o.body["key_prefix"] == "/documents/a")
     );
 }
+
+#[test]
+fn a_symlink_inside_the_root_is_followed_only_when_asked() {
+    for (follow, expected) in [("false", 0), ("true", 1)] {
+        let env = Env::new();
+        env.write("target/real.txt", b"inside the watch");
+        std::fs::create_dir_all(env.drop_dir().join("links")).unwrap();
+        std::os::unix::fs::symlink(
+            env.drop_dir().join("target/real.txt"),
+            env.drop_dir().join("links/alias.txt"),
+        )
+        .unwrap();
+        env.config("", &format!("follow_symlinks = {follow}"));
+        env.run(&["once"]).assert_code(0);
+        let linked = env
+            .server
+            .objects()
+            .iter()
+            .filter(|o| o.body["key_prefix"] == "/documents/links")
+            .count();
+        assert_eq!(linked, expected, "follow_symlinks = {follow}");
+    }
+}

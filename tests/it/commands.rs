@@ -144,3 +144,23 @@ fn a_second_instance_on_the_same_state_is_refused() {
         second.stderr
     );
 }
+
+#[test]
+fn demo_refuses_a_folder_it_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), "precious").unwrap();
+    let run = Run::wait(
+        {
+            let mut cmd = bin();
+            cmd.args(["demo", "--once", "--dir"]).arg(dir.path());
+            cmd.spawn().unwrap()
+        },
+        TIMEOUT,
+    );
+    run.assert_code(2);
+    assert!(run.stderr.contains("not empty"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("config.toml")).unwrap(),
+        "precious"
+    );
+}
