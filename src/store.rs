@@ -50,6 +50,13 @@
 //!   the file is queued, the old object's outcome no longer touches the row.
 //! - `delivered_hashes(bucket, sha256)`: every hash delivered to a bucket, for the
 //!   local `skip_duplicates` check.
+//! - `disposals(object_id, rel, size, mtime_ns)`: for watches with
+//!   `after_delivery = delete | move`, the files (blobs, and the sidecar and
+//!   marker that go with the group) to dispose of once the object is delivered
+//!   or skipped, written with the object. A row leaves only after its file was
+//!   disposed of, so a crash between the delivery commit and the disposal
+//!   redoes the disposal at the next start, and never the delivery (SPEC §2,
+//!   promise 4).
 //!
 //! # Invariants
 //!
@@ -142,6 +149,14 @@ const MIGRATIONS: &[&str] = &[
         bucket TEXT NOT NULL,
         sha256 TEXT NOT NULL,
         PRIMARY KEY (bucket, sha256)
+    ) WITHOUT ROWID;",
+    // 2: files to delete or move once their object is delivered.
+    "CREATE TABLE disposals (
+        object_id INTEGER NOT NULL REFERENCES objects (id) ON DELETE CASCADE,
+        rel       TEXT NOT NULL,
+        size      INTEGER NOT NULL,
+        mtime_ns  INTEGER NOT NULL,
+        PRIMARY KEY (object_id, rel)
     ) WITHOUT ROWID;",
 ];
 
@@ -325,6 +340,26 @@ pub struct NewObject {
     pub spec_json: String,
     /// Distinct `rel`s; a repeated one fails the whole insert.
     pub files: Vec<NewFile>,
+    /// Files to delete or move once the object is delivered; empty under
+    /// `after_delivery = "keep"`.
+    pub dispose: Vec<DisposeFile>,
+}
+
+/// A file to dispose of, in the version that went into the object: a newer
+/// version found in its place is left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisposeFile {
+    pub rel: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// A disposal that may run now: its object is delivered (or skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disposal {
+    pub object_id: i64,
+    pub watch: String,
+    pub file: DisposeFile,
 }
 
 /// An object due for sending.
@@ -732,7 +767,52 @@ impl Store {
                     obj.watch, f.rel, f.size, f.mtime_ns, f.sha256, id, status
                 ])?;
             }
+            let mut dispose = tx.prepare_cached(
+                "INSERT OR IGNORE INTO disposals (object_id, rel, size, mtime_ns)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for d in &obj.dispose {
+                dispose.execute(params![id, d.rel, d.size, d.mtime_ns])?;
+            }
             Ok(id)
+        })
+    }
+
+    /// Disposals whose object is delivered or skipped, oldest object first.
+    pub fn due_disposals(&self, limit: usize) -> Result<Vec<Disposal>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT d.object_id, o.watch, d.rel, d.size, d.mtime_ns
+                 FROM disposals d JOIN objects o ON o.id = d.object_id
+                 WHERE o.status IN ('delivered', 'skipped')
+                 ORDER BY d.object_id, d.rel LIMIT ?1",
+            )
+            .map_err(self.sql_error())?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![limit], |row| {
+                Ok(Disposal {
+                    object_id: row.get(0)?,
+                    watch: row.get(1)?,
+                    file: DisposeFile {
+                        rel: row.get(2)?,
+                        size: row.get(3)?,
+                        mtime_ns: row.get(4)?,
+                    },
+                })
+            })
+            .map_err(self.sql_error())?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(self.sql_error())
+    }
+
+    /// Forgets a disposal that was carried out (or found moot).
+    pub fn disposed(&mut self, object_id: i64, rel: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM disposals WHERE object_id = ?1 AND rel = ?2")?
+                .execute(params![object_id, rel])?;
+            Ok(())
         })
     }
 
@@ -1276,6 +1356,7 @@ mod tests {
             key_prefix: key_prefix.to_string(),
             spec_json: format!(r#"{{"key_prefix":"{key_prefix}"}}"#),
             files: files.iter().map(|(r, s)| new_file(r, s)).collect(),
+            dispose: Vec::new(),
         }
     }
 
@@ -2228,6 +2309,7 @@ mod tests {
                             new_file(&format!("r{rel}"), &sha(u32::from(*content)))
                         })
                         .collect(),
+                    dispose: Vec::new(),
                 };
                 let (id, status) = match kind {
                     0..=2 => (store.enqueue(&obj).unwrap(), ObjectStatus::Pending),

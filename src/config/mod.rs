@@ -69,14 +69,6 @@ impl Config {
                 "metrics.listen = {listen}: the metrics endpoint is not served yet"
             ));
         }
-        for watch in &self.watches {
-            if watch.after_delivery != AfterDelivery::Keep {
-                out.push(format!(
-                    "watch {}: after_delivery other than \"keep\" is not applied yet; delivered files are kept",
-                    watch.path.display()
-                ));
-            }
-        }
         out
     }
 }

@@ -15,12 +15,12 @@ use tracing::{debug, warn};
 
 use super::hash::{self, ReadError};
 use super::scan::ScannedFile;
-use crate::config::Watch;
+use crate::config::{AfterDelivery, Watch};
 use crate::pipeline::classify::Classifier;
 use crate::pipeline::group;
 use crate::pipeline::request;
 use crate::pipeline::{BlobSpec, ObjectSpec};
-use crate::store::{NewFile, NewObject};
+use crate::store::{DisposeFile, NewFile, NewObject};
 use crate::telemetry::Counters;
 
 /// Largest sidecar read; metadata is small, anything bigger is a mistake.
@@ -75,6 +75,7 @@ pub fn build_group(
     key_prefix: &str,
     members: &[ScannedFile],
     sidecars: &[ScannedFile],
+    controls: &[ScannedFile],
     is_delivered: &dyn Fn(&str) -> bool,
     unreadable: &mut Vec<Unreadable>,
 ) -> Built {
@@ -196,12 +197,30 @@ pub fn build_group(
     if files.is_empty() {
         return Built::Empty;
     }
+    let dispose = if watch.after_delivery == AfterDelivery::Keep {
+        Vec::new()
+    } else {
+        files
+            .iter()
+            .map(|f| DisposeFile {
+                rel: f.rel.clone(),
+                size: f.size,
+                mtime_ns: f.mtime_ns,
+            })
+            .chain(controls.iter().map(|c| DisposeFile {
+                rel: c.rel.clone(),
+                size: c.size,
+                mtime_ns: c.mtime_ns,
+            }))
+            .collect()
+    };
     let object = NewObject {
         watch: ctx.watch_id.to_owned(),
         bucket: watch.bucket.clone(),
         key_prefix: key_prefix.to_owned(),
         spec_json: String::new(),
         files,
+        dispose,
     };
     if let Err(reason) = group::check_property_clash(&properties) {
         problems.push(reason);

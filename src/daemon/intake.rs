@@ -27,10 +27,11 @@ use tracing::{debug, warn};
 
 use super::build::{self, Built, GroupContext, Unreadable};
 use super::scan::{self, PathState, ScanResult, ScannedFile, SkipReason};
+use crate::config::GroupBy;
 use crate::config::Watch;
 use crate::error::FatalError;
 use crate::pipeline::classify::Classifier;
-use crate::pipeline::group::{self, Grouper, Readiness, Role};
+use crate::pipeline::group::{self, Grouper, Readiness, Role, Scope};
 use crate::pipeline::settle::{NameFilter, Settler};
 use crate::store::{NewFile, Store};
 use crate::telemetry::Counters;
@@ -49,6 +50,9 @@ pub struct GroupPlan {
     pub key_prefix: String,
     pub blobs: Vec<ScannedFile>,
     pub sidecars: Vec<ScannedFile>,
+    /// The sidecar and marker that belong to this group alone, disposed of
+    /// with it (a directory's sidecar shared by several groups stays).
+    pub controls: Vec<ScannedFile>,
     pub context: Arc<WatchContext>,
 }
 
@@ -83,6 +87,7 @@ impl GroupPlan {
             &self.key_prefix,
             &self.blobs,
             &self.sidecars,
+            &self.controls,
             &is_delivered,
             &mut unreadable,
         );
@@ -104,6 +109,7 @@ struct Candidate {
     file: ScannedFile,
     role: Role,
     key_prefix: String,
+    scope: Scope,
 }
 
 /// One watch and what intake knows about it.
@@ -401,6 +407,7 @@ impl WatchState {
                 file,
                 role: assignment.role,
                 key_prefix: assignment.key_prefix,
+                scope: assignment.scope,
             },
         );
     }
@@ -454,10 +461,21 @@ impl WatchState {
                 .iter()
                 .filter_map(|rel| self.candidates.get(rel))
                 .collect();
-            let marker = group::marker_rel(watch, first)
+            let marker_file = group::marker_rel(watch, first)
                 .ok()
                 .flatten()
-                .is_some_and(|rel| self.candidates.contains_key(&rel));
+                .and_then(|rel| self.candidates.get(&rel));
+            let marker = marker_file.is_some();
+            // A directory-wide sidecar or marker belongs to this group alone
+            // only when the group is the whole directory.
+            let whole_directory = watch.group_by == GroupBy::Directory && first.contains('/');
+            let controls: Vec<ScannedFile> = sidecars
+                .iter()
+                .copied()
+                .chain(marker_file)
+                .filter(|c| c.scope == Scope::Group || whole_directory)
+                .map(|c| c.file.clone())
+                .collect();
             if !self.grouper.contains(key_prefix) {
                 // Members left behind by an earlier build (stragglers after
                 // max_group_wait, a file that could not be read) start a new
@@ -499,9 +517,10 @@ impl WatchState {
                 key_prefix.to_owned(),
                 members.iter().map(|c| c.file.clone()).collect::<Vec<_>>(),
                 sidecars.iter().map(|c| c.file.clone()).collect::<Vec<_>>(),
+                controls,
             ));
         }
-        for (key_prefix, blobs, sidecars) in chosen {
+        for (key_prefix, blobs, sidecars, controls) in chosen {
             if restat && self.changed_since_seen(blobs.iter().chain(&sidecars), now) {
                 self.grouper.touch(&key_prefix, now);
                 waiting.settling += 1;
@@ -513,6 +532,7 @@ impl WatchState {
                 key_prefix,
                 blobs,
                 sidecars,
+                controls,
                 context: Arc::clone(&self.context),
             });
         }

@@ -16,6 +16,8 @@
 //! was recorded.
 
 pub mod build;
+pub mod dispose;
+pub mod failpoint;
 pub mod hash;
 pub mod intake;
 pub mod scan;
@@ -35,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use self::build::Built;
+use self::dispose::Disposer;
 use self::intake::{GroupPlan, Intake, Waiting};
 use self::submit::{Submitted, Submitter};
 use self::watch::{Hint, Mode};
@@ -159,6 +162,9 @@ pub struct Engine {
     work: Arc<Notify>,
     /// Raised when a submission finished, for `once` waiting on the outbox.
     progress: Notify,
+    disposer: Arc<Disposer>,
+    /// Raised when an object was delivered or skipped: disposals may be due.
+    dispose_wake: Arc<Notify>,
 }
 
 /// A build that came back, for intake to apply.
@@ -213,13 +219,15 @@ impl Engine {
         );
         Ok(Engine {
             _lock: lock,
-            config,
             store,
             intake: Arc::new(Mutex::new(intake)),
             submitter: Arc::new(submitter),
             counters,
             work: Arc::new(Notify::new()),
             progress: Notify::new(),
+            disposer: Arc::new(Disposer::new(&config.watches)),
+            dispose_wake: Arc::new(Notify::new()),
+            config,
         })
     }
 
@@ -246,6 +254,7 @@ impl Engine {
         let (driven, submitted) = tokio::join!(drive, submit);
         submitted?;
         let (end, awaiting_marker) = driven?;
+        self.dispose_due().await?;
         Ok(OnceReport {
             counters: self.counters.snapshot(),
             awaiting_marker,
@@ -293,11 +302,12 @@ impl Engine {
     pub async fn run<T>(&self, stop: impl Future<Output = T>) -> Result<T, FatalError> {
         let cancel = CancellationToken::new();
         let work = async {
-            let (intake, submit) = tokio::join!(
+            let (intake, submit, dispose) = tokio::join!(
                 self.intake_loop(cancel.clone()),
-                self.submit_loop(cancel.clone())
+                self.submit_loop(cancel.clone()),
+                self.dispose_loop(cancel.clone())
             );
-            intake.and(submit)
+            intake.and(submit).and(dispose)
         };
         tokio::pin!(stop);
         tokio::pin!(work);
@@ -445,7 +455,9 @@ impl Engine {
                     Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                         let (id, outcome) = joined.expect("a submission task panicked");
                         in_flight.remove(&id);
-                        outcome?;
+                        if outcome? == Submitted::Delivered {
+                            self.dispose_wake.notify_one();
+                        }
                         self.progress.notify_one();
                     }
                     () = self.work.notified() => {}
@@ -478,6 +490,34 @@ impl Engine {
             }
         }
         result
+    }
+
+    /// Disposes of delivered files (`after_delivery`) at start, for what a
+    /// crash left undone, and whenever a delivery is recorded; until cancelled.
+    async fn dispose_loop(&self, cancel: CancellationToken) -> Result<(), FatalError> {
+        if !self.disposer.is_active() {
+            return Ok(());
+        }
+        loop {
+            if let Err(err) = self.dispose_due().await {
+                cancel.cancel();
+                return Err(err);
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = self.dispose_wake.notified() => {}
+            }
+        }
+    }
+
+    /// Runs every due disposal on the blocking pool.
+    async fn dispose_due(&self) -> Result<(), FatalError> {
+        let disposer = Arc::clone(&self.disposer);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || disposer.run(&store))
+            .await
+            .expect("a disposal pass panicked")?;
+        Ok(())
     }
 
     /// How long the submitter may sleep: until the next retry comes due, or
@@ -546,14 +586,23 @@ impl Engine {
         let counters = Arc::clone(&self.counters);
         let has_upload = self.submitter.dialect_has_upload();
         let work = Arc::clone(&self.work);
+        let dispose_wake = Arc::clone(&self.dispose_wake);
         builds.spawn_blocking(move || {
             let (built, unreadable) = plan.build(&store, has_upload, &counters);
+            let is_object = matches!(built, Built::Object { .. });
+            if is_object {
+                failpoint::hit(failpoint::AFTER_HASH);
+            }
             for item in &unreadable {
                 warn!(path = %item.path.display(), error = %item.error, "cannot read file; skipped until the next periodic rescan");
             }
             record_built(&mut store.lock(), &counters, &built)?;
-            if matches!(built, Built::Object { .. }) {
+            if is_object {
+                failpoint::hit(failpoint::AFTER_ENQUEUE);
                 work.notify_one();
+            }
+            if matches!(built, Built::Skipped { .. }) {
+                dispose_wake.notify_one();
             }
             Ok(BuildDone {
                 watch: plan.watch,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::StoreHandle;
+use super::{StoreHandle, failpoint};
 use crate::api::{ApiClient, parse_create_ack};
 use crate::config::DialectSetting;
 use crate::error::FatalError;
@@ -162,6 +162,7 @@ impl Submitter {
             };
             match decision {
                 Decision::Success => {
+                    failpoint::hit(failpoint::AFTER_RESPONSE);
                     let ack = parse_create_ack(response.body());
                     let id = item.id;
                     let (object_id, task_id) = (ack.object_id.clone(), ack.task_id.clone());
@@ -172,6 +173,7 @@ impl Submitter {
                             store.mark_delivered(id, object_id.as_deref(), task_id.as_deref())
                         })
                         .await?;
+                    failpoint::hit(failpoint::AFTER_RECORD);
                     let unconfirmed = {
                         let state = self.lock_dialect();
                         state.setting == DialectSetting::Auto && state.known.is_none()

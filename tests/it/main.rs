@@ -8,6 +8,8 @@
 mod bad_input;
 mod commands;
 mod daemon;
+mod dispose;
+mod faults;
 mod harness;
 mod once;
 mod retry;
