@@ -93,6 +93,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first 16 bytes of every SQLite 3 database file.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
+/// `meta` key holding why submissions are paused, while they are; written by
+/// the daemon so `status` can tell the operator.
+pub const PAUSE_META_KEY: &str = "pause";
+
 /// How many pending errors `summary` lists.
 const RECENT_ERRORS: usize = 10;
 
@@ -469,6 +473,8 @@ pub struct Summary {
     pub recent_errors: Vec<RecentError>,
     /// Every dead letter, oldest first.
     pub dead_letters: Vec<DeadLetter>,
+    /// Why submissions are paused, when they are (`meta.pause`).
+    pub paused: Option<String>,
 }
 
 /// The text of `status` (without `--json`).
@@ -480,6 +486,9 @@ impl std::fmt::Display for Summary {
             "objects: {} pending, {} delivered, {} dead, {} skipped",
             c.pending, c.delivered, c.dead, c.skipped
         )?;
+        if let Some(reason) = &self.paused {
+            write!(f, "\nsubmissions PAUSED: {reason}")?;
+        }
         if let Some(age) = self.oldest_pending_age_ms {
             // Whole seconds: milliseconds are noise in an operator's view.
             let age = Duration::from_secs(u64::try_from(age / 1000).unwrap_or(0));
@@ -1043,6 +1052,15 @@ impl Store {
 
     /// Remembers a setting. `schema_version` belongs to the migrations; callers
     /// use their own keys.
+    /// Removes a remembered value; absent keys are fine.
+    pub fn clear_meta(&mut self, key: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM meta WHERE key = ?1")?
+                .execute(params![key])?;
+            Ok(())
+        })
+    }
+
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.prepare_cached(
@@ -1122,6 +1140,13 @@ impl Store {
                     .collect::<rusqlite::Result<Vec<String>>>()?;
             }
         }
+        let paused = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [PAUSE_META_KEY],
+                |row| row.get(0),
+            )
+            .optional()?;
         tx.finish()?;
         Ok(Summary {
             counts,
@@ -1129,6 +1154,7 @@ impl Store {
             oldest_pending_age_ms: oldest.map(|created| now_ms.saturating_sub(created).max(0)),
             recent_errors,
             dead_letters,
+            paused,
         })
     }
 

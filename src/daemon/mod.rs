@@ -197,8 +197,11 @@ impl Engine {
         key: ApiKey,
         counters: Arc<Counters>,
     ) -> Result<Engine, FatalError> {
-        let store = Store::open(&config.state.dir)?;
+        let mut store = Store::open(&config.state.dir)?;
         let lock = InstanceLock::acquire(&config.state.dir)?;
+        // A pause is this process's finding; one left by a stopped process
+        // says nothing about the key or bucket now.
+        store.clear_meta(crate::store::PAUSE_META_KEY)?;
         let remembered = store
             .meta(submit::DIALECT_META_KEY)?
             .as_deref()

@@ -21,7 +21,7 @@ use crate::config::DialectSetting;
 use crate::error::FatalError;
 use crate::pipeline::retry::{self, Backoff, Context, Decision};
 use crate::pipeline::{Dialect, ObjectSpec, request};
-use crate::store::{OutboxItem, unix_now_ms};
+use crate::store::{OutboxItem, PAUSE_META_KEY, unix_now_ms};
 use crate::telemetry::Counters;
 
 /// Store key under which the dialect chosen by `auto` is remembered.
@@ -81,7 +81,13 @@ pub fn planned_dialect(setting: DialectSetting, remembered: Option<Dialect>) -> 
 pub struct Pause {
     pub until: Instant,
     pub reason: String,
+    /// When the pause was last logged: an operator hears of it once a
+    /// minute, not once per probe.
+    logged_at: Instant,
 }
+
+/// How often a pause that goes on is logged again.
+const PAUSE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Submitter {
     client: ApiClient,
@@ -181,7 +187,7 @@ impl Submitter {
                     if unconfirmed {
                         self.remember_dialect(dialect).await?;
                     }
-                    self.clear_pause();
+                    self.clear_pause().await?;
                     Counters::add(&self.counters.objects_delivered, 1);
                     let bytes: usize = spec.blobs.iter().map(blob_size).sum();
                     info!(
@@ -211,7 +217,7 @@ impl Submitter {
                     }
                 }
                 Decision::WrongDialect { reason } | Decision::Pause { reason } => {
-                    self.set_pause(&reason);
+                    self.set_pause(&reason).await?;
                     let next = unix_now_ms() + millis(self.backoff.max());
                     let id = item.id;
                     self.store
@@ -264,28 +270,52 @@ impl Submitter {
         Ok(())
     }
 
-    fn set_pause(&self, reason: &str) {
-        let until = Instant::now() + self.backoff.max();
-        let mut pause = self.pause.lock().expect("pause lock poisoned");
-        let fresh = pause.as_ref().is_none_or(|p| p.reason != reason);
-        if fresh {
-            warn!(
-                %reason,
-                retry_in_s = self.backoff.max().as_secs(),
-                "submissions paused; nothing is dropped, they resume on their own once fixed"
-            );
+    /// Holds every submission for `retry.max`, and tells the operator (the
+    /// log, at most once a minute, and `status` through the store).
+    async fn set_pause(&self, reason: &str) -> Result<(), FatalError> {
+        let now = Instant::now();
+        let changed = {
+            let mut pause = self.pause.lock().expect("pause lock poisoned");
+            let previous = pause.take();
+            let changed = previous.as_ref().is_none_or(|p| p.reason != reason);
+            let due = previous
+                .as_ref()
+                .is_none_or(|p| now.saturating_duration_since(p.logged_at) >= PAUSE_LOG_EVERY);
+            if changed || due {
+                warn!(
+                    %reason,
+                    retry_in_s = self.backoff.max().as_secs(),
+                    "submissions paused; nothing is dropped, they resume on their own once fixed"
+                );
+            }
+            *pause = Some(Pause {
+                until: now + self.backoff.max(),
+                reason: reason.to_owned(),
+                logged_at: match previous {
+                    Some(p) if !(changed || due) => p.logged_at,
+                    _ => now,
+                },
+            });
+            changed
+        };
+        if changed {
+            let reason = reason.to_owned();
+            self.store
+                .run(move |store| store.set_meta(PAUSE_META_KEY, &reason))
+                .await?;
         }
-        *pause = Some(Pause {
-            until,
-            reason: reason.to_owned(),
-        });
+        Ok(())
     }
 
-    fn clear_pause(&self) {
-        let mut pause = self.pause.lock().expect("pause lock poisoned");
-        if let Some(previous) = pause.take() {
+    async fn clear_pause(&self) -> Result<(), FatalError> {
+        let previous = self.pause.lock().expect("pause lock poisoned").take();
+        if let Some(previous) = previous {
             info!(reason = %previous.reason, "submissions resumed");
+            self.store
+                .run(|store| store.clear_meta(PAUSE_META_KEY))
+                .await?;
         }
+        Ok(())
     }
 }
 

@@ -12,4 +12,5 @@ mod dispose;
 mod faults;
 mod harness;
 mod once;
+mod restart;
 mod retry;

@@ -92,6 +92,12 @@ fn a_401_pauses_instead_of_dead_lettering_and_resumes_when_fixed() {
     let summary: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(summary["counts"]["pending"], 1, "{summary}");
     assert_eq!(summary["counts"]["dead"], 0, "{summary}");
+    assert!(
+        summary["paused"]
+            .as_str()
+            .is_some_and(|r| r.contains("401")),
+        "status tells why submissions are paused: {summary}"
+    );
 
     // Fixed on the server side, as an operator would: the next run delivers.
     env.server.set_api_key(Some(crate::harness::KEY.to_owned()));
