@@ -97,6 +97,10 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 /// the daemon so `status` can tell the operator.
 pub const PAUSE_META_KEY: &str = "pause";
 
+/// `meta` key counting how often files were forgotten (a retried local dead
+/// letter), so a running daemon knows to reload what it holds as recorded.
+pub const FILES_GENERATION_META_KEY: &str = "files_generation";
+
 /// How many pending errors `summary` lists.
 const RECENT_ERRORS: usize = 10;
 
@@ -994,15 +998,25 @@ impl Store {
             let mut files =
                 tx.prepare_cached("UPDATE files SET state = 'pending' WHERE object_id = ?1")?;
             let mut count = 0;
+            let mut forgot = false;
             for id in ids {
                 forget_files.execute(params![id])?;
                 if forget_object.execute(params![id])? > 0 {
+                    forgot = true;
                     count += 1;
                 } else if object.execute(params![id, now])? > 0 {
                     // A repeated id matches only once: the first pass made it pending.
                     files.execute(params![id])?;
                     count += 1;
                 }
+            }
+            if forgot {
+                // Tells a running daemon that files it holds as known are not.
+                tx.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, '1')
+                     ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                )?
+                .execute(params![FILES_GENERATION_META_KEY])?;
             }
             Ok(count)
         })

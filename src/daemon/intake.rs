@@ -33,7 +33,7 @@ use crate::error::FatalError;
 use crate::pipeline::classify::Classifier;
 use crate::pipeline::group::{self, Grouper, Readiness, Role, Scope};
 use crate::pipeline::settle::{NameFilter, Settler};
-use crate::store::{NewFile, Store};
+use crate::store::{FILES_GENERATION_META_KEY, NewFile, Store, StoreError};
 use crate::telemetry::Counters;
 
 /// What a build needs to know of its watch; shared with builds in flight.
@@ -133,6 +133,8 @@ struct WatchState {
 
 pub struct Intake {
     watches: Vec<WatchState>,
+    /// The store's `files_generation` when `known` was loaded.
+    generation: Option<String>,
 }
 
 impl Intake {
@@ -167,7 +169,28 @@ impl Intake {
                 unreadable: HashMap::new(),
             });
         }
-        Ok(Intake { watches: states })
+        Ok(Intake {
+            watches: states,
+            generation: store.meta(FILES_GENERATION_META_KEY)?,
+        })
+    }
+
+    /// Reloads what the store holds as recorded when files were forgotten
+    /// since (`retry` of a local dead letter), so the next scan rebuilds them.
+    pub fn refresh_known(&mut self, store: &Store) -> Result<(), StoreError> {
+        let generation = store.meta(FILES_GENERATION_META_KEY)?;
+        if generation == self.generation {
+            return Ok(());
+        }
+        for state in &mut self.watches {
+            state.known = store
+                .files_of_watch(&state.context.id)?
+                .into_iter()
+                .map(|(rel, record)| (rel, (record.size, record.mtime_ns)))
+                .collect();
+        }
+        self.generation = generation;
+        Ok(())
     }
 
     pub fn len(&self) -> usize {

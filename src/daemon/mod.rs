@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use self::build::Built;
 use self::dispose::Disposer;
@@ -59,22 +59,58 @@ impl StoreHandle {
         StoreHandle(Arc::new(Mutex::new(store)))
     }
 
+    /// Runs `f` on the blocking pool; see `write` for a full disk.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&mut Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || f(&mut inner.lock().expect("store lock poisoned")))
+        let handle = self.clone();
+        tokio::task::spawn_blocking(move || handle.write(f))
             .await
             .expect("a store call panicked")
     }
 
-    /// For code already on the blocking pool.
+    /// Runs `f` with the store, for code already on the blocking pool. A full
+    /// state disk is waited out, not turned into an error: the transaction
+    /// was rolled back, so nothing is half-written, and whatever called for
+    /// the write (a delivery to record, an object to queue) holds until it
+    /// can be made durable. So nothing is disposed of, and nothing sent
+    /// twice, for want of space; work resumes once space returns.
+    pub fn write<T>(
+        &self,
+        f: impl Fn(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut warned_at: Option<Instant> = None;
+        loop {
+            let result = f(&mut self.lock());
+            match result {
+                Err(err) if err.is_disk_full() => {
+                    if warned_at.is_none_or(|at| at.elapsed() >= DISK_FULL_LOG_EVERY) {
+                        error!(
+                            path = %err.path().display(),
+                            error = %err,
+                            "state disk full; holding work until space returns"
+                        );
+                        warned_at = Some(Instant::now());
+                    }
+                    std::thread::sleep(DISK_FULL_RETRY);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// For reads on the blocking pool.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         self.0.lock().expect("store lock poisoned")
     }
 }
+
+/// How often a write refused for a full state disk is tried again.
+const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
+/// How often a full state disk is logged while it lasts.
+const DISK_FULL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// An exclusive lock on `<state.dir>/lock`. Two processes on one outbox
 /// would each send every object; the second is refused instead. `status`,
@@ -560,8 +596,14 @@ impl Engine {
     async fn intake_step(&self, hints: Vec<Hint>, scans: Vec<usize>) {
         let intake = Arc::clone(&self.intake);
         let counters = Arc::clone(&self.counters);
+        let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let mut intake = intake.lock().expect("intake lock poisoned");
+            if !scans.is_empty()
+                && let Err(err) = intake.refresh_known(&store.lock())
+            {
+                warn!(error = %err, "cannot reload the recorded files; keeping the ones loaded");
+            }
             for index in &scans {
                 intake.scan(*index, &counters);
             }
@@ -599,7 +641,7 @@ impl Engine {
             for item in &unreadable {
                 warn!(path = %item.path.display(), error = %item.error, "cannot read file; skipped until the next periodic rescan");
             }
-            record_built(&mut store.lock(), &counters, &built)?;
+            store.write(|s| record_built(s, &counters, &built))?;
             if is_object {
                 failpoint::hit(failpoint::AFTER_ENQUEUE);
                 work.notify_one();
@@ -640,7 +682,7 @@ impl Engine {
 }
 
 /// Writes one built group to the store.
-fn record_built(store: &mut Store, counters: &Counters, built: &Built) -> Result<(), FatalError> {
+fn record_built(store: &mut Store, counters: &Counters, built: &Built) -> Result<(), StoreError> {
     match built {
         Built::Object {
             object,

@@ -164,3 +164,66 @@ fn demo_refuses_a_folder_it_did_not_make() {
         "precious"
     );
 }
+
+#[test]
+fn a_foreign_state_file_is_refused_and_left_untouched() {
+    let env = Env::new();
+    env.write("a/file.txt", b"hello");
+    env.config("", "");
+    std::fs::create_dir_all(env.state_dir()).unwrap();
+    let db = env.state_dir().join("state.db");
+    std::fs::write(&db, b"this is not a database, and it is someone's").unwrap();
+    let run = env.run(&["once"]);
+    run.assert_code(74);
+    assert!(
+        run.stderr.contains(&db.display().to_string()),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        b"this is not a database, and it is someone's"
+    );
+    assert_eq!(env.server.request_count(), 0);
+}
+
+/// A local dead letter (a property clash) retried while the daemon runs:
+/// the daemon forgets the files and rebuilds the group from the disk.
+#[test]
+fn retry_of_a_local_dead_letter_reaches_a_running_daemon() {
+    let env = Env::new();
+    env.write("clash/a.txt", b"text");
+    env.write("clash/a.json", br#"{"json": true}"#);
+    env.config("", r#"poll_interval = "200ms""#);
+    let log_path = env.root().join("daemon.log");
+    let mut cmd = bin();
+    cmd.arg("--config")
+        .arg(env.root().join("config.toml"))
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut daemon = cmd.spawn().unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let dead = crate::harness::wait_until(TIMEOUT, || log().contains("dead letter"));
+
+    // The operator renames one file and retries.
+    std::fs::rename(
+        env.drop_dir().join("clash/a.json"),
+        env.drop_dir().join("clash/b.json"),
+    )
+    .unwrap();
+    let retried = env.run(&["retry", "--all"]);
+    let sent = |name: &str| {
+        env.server.objects().iter().any(|o| {
+            o.body["blobs"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|b| b["key_prefix"] == format!("/{name}")))
+        })
+    };
+    let both = crate::harness::wait_until(TIMEOUT, || sent("a.txt") && sent("b.json"));
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert!(dead, "no dead letter for the clash:\n{}", log());
+    retried.assert_code(0);
+    assert!(both, "the retried group was not rebuilt:\n{}", log());
+}

@@ -8,6 +8,7 @@
 mod bad_input;
 mod commands;
 mod daemon;
+mod disk;
 mod dispose;
 mod faults;
 mod harness;
