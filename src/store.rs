@@ -240,6 +240,21 @@ impl StoreError {
         }
     }
 
+    /// Whether the state disk refuses writes for now (full, or mounted
+    /// read-only): a condition the daemon waits out rather than dies of.
+    pub fn is_unwritable(&self) -> bool {
+        if self.is_disk_full() {
+            return true;
+        }
+        match self {
+            StoreError::Open { source, .. } | StoreError::Sqlite { source, .. } => {
+                source.sqlite_error_code() == Some(ErrorCode::ReadOnly)
+            }
+            StoreError::Io { source, .. } => source.kind() == io::ErrorKind::ReadOnlyFilesystem,
+            _ => false,
+        }
+    }
+
     /// The database file the error is about.
     pub fn path(&self) -> &Path {
         match self {

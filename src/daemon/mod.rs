@@ -72,7 +72,7 @@ impl StoreHandle {
     }
 
     /// Runs `f` with the store, for code already on the blocking pool. A full
-    /// state disk is waited out, not turned into an error: the transaction
+    /// (or read-only) state disk is waited out, not turned into an error: the transaction
     /// was rolled back, so nothing is half-written, and whatever called for
     /// the write (a delivery to record, an object to queue) holds until it
     /// can be made durable. So nothing is disposed of, and nothing sent
@@ -85,12 +85,12 @@ impl StoreHandle {
         loop {
             let result = f(&mut self.lock());
             match result {
-                Err(err) if err.is_disk_full() => {
+                Err(err) if err.is_unwritable() => {
                     if warned_at.is_none_or(|at| at.elapsed() >= DISK_FULL_LOG_EVERY) {
                         error!(
                             path = %err.path().display(),
                             error = %err,
-                            "state disk full; holding work until space returns"
+                            "state disk full or read-only; holding work until it takes writes again"
                         );
                         warned_at = Some(Instant::now());
                     }

@@ -67,7 +67,7 @@ fn a_full_state_disk_holds_work_and_resumes_when_space_returns() {
 
     env.write("second/b.txt", b"while the disk was full");
     assert!(
-        wait_until(TIMEOUT, || log().contains("state disk full")),
+        wait_until(TIMEOUT, || log().contains("state disk full or read-only")),
         "no clear error:\n{}",
         log()
     );
