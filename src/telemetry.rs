@@ -104,3 +104,58 @@ impl std::fmt::Display for CountersSnapshot {
         )
     }
 }
+
+/// The service manager's notification protocol (`sd_notify`, SPEC §10).
+/// Every call is a no-op outside systemd (no `NOTIFY_SOCKET`), and a failed
+/// send is never fatal: the daemon's work does not depend on being watched.
+pub mod service {
+    use std::time::Duration;
+
+    use sd_notify::NotifyState;
+
+    fn send(states: &[NotifyState<'_>]) {
+        if let Err(err) = sd_notify::notify(false, states) {
+            tracing::debug!(error = %err, "cannot notify the service manager");
+        }
+    }
+
+    /// The start scan is queued: the service is up.
+    pub fn ready() {
+        send(&[NotifyState::Ready]);
+    }
+
+    /// A reload began; `ready` follows once the new configuration runs.
+    pub fn reloading() {
+        send(&[NotifyState::Reloading]);
+    }
+
+    pub fn stopping() {
+        send(&[NotifyState::Stopping]);
+    }
+
+    /// One line for `systemctl status`.
+    pub fn status(line: &str) {
+        send(&[NotifyState::Status(line)]);
+    }
+
+    /// The pipeline is alive.
+    pub fn watchdog() {
+        send(&[NotifyState::Watchdog]);
+    }
+
+    /// How often to ping the watchdog: half of `WatchdogSec`, when set.
+    ///
+    /// Read here rather than with `sd_notify::watchdog_enabled`, which also
+    /// demands `WATCHDOG_PID`; systemd's own `sd_watchdog_enabled` accepts
+    /// its absence (the watchdog is then ours), and only a PID naming another
+    /// process means the watchdog is not for us.
+    pub fn watchdog_interval() -> Option<Duration> {
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+        if let Ok(pid) = std::env::var("WATCHDOG_PID")
+            && pid.parse::<u32>().ok()? != std::process::id()
+        {
+            return None;
+        }
+        (usec > 0).then(|| Duration::from_micros(usec / 2))
+    }
+}

@@ -67,6 +67,7 @@ pub(crate) fn not_found(resource: &str, id: &str) -> Value {
     let label = match resource {
         "bucket" => "Bucket",
         "task" => "Task",
+        "upload" => "Upload",
         _ => "Resource",
     };
     envelope(

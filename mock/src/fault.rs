@@ -1,10 +1,11 @@
 //! Scripted misbehaviour: one-shot faults and lasting outages.
 //!
-//! Role: the values a test hands to [`crate::MockServer::push_fault`] and
-//! [`crate::MockServer::set_outage`]. They only describe what to do; the request
-//! gate in `routes.rs` carries them out.
-//! Invariants: a fault answers exactly one API request; an outage lasts until it
-//! is cleared.
+//! Role: the values a test hands to [`crate::MockServer::push_fault`],
+//! [`crate::MockServer::push_presigned_fault`] and [`crate::MockServer::set_outage`].
+//! They only describe what to do; the request gate in `routes.rs` and the
+//! presigned PUT handler in `upload_routes.rs` carry them out.
+//! Invariants: a fault answers exactly one request of its script (API requests,
+//! or presigned PUTs); an outage lasts until it is cleared.
 
 use std::time::Duration;
 
@@ -77,6 +78,17 @@ pub(crate) enum Scripted {
     DropConnection {
         delay: Option<Duration>,
     },
+}
+
+/// An entry of the presigned-PUT script (consumed FIFO by `PUT /presigned/...`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PresignedScripted {
+    /// Answer this instead of storing the content; a fault without a body
+    /// answers S3's XML error for its status.
+    Answer(Fault),
+    /// Read at least this many body bytes (whole chunks as they arrive), then
+    /// close the connection without an answer.
+    DropAfter(u64),
 }
 
 #[cfg(test)]

@@ -3,24 +3,33 @@
 //! Role: stand in for `https://api.mixpeek.com` in the integration tests, in
 //! `mixpeek-ingest demo` and in the benchmarks. It serves both create dialects
 //! (`POST /v1/buckets/{bucket}/objects/create` and `POST /v1/buckets/{bucket}/objects`),
+//! batch create (`POST /v1/buckets/{bucket}/objects/batch`, ≤100 objects,
+//! partial success), presigned uploads (`POST /v1/buckets/{bucket}/uploads`, a
+//! streamed `PUT` to a presigned URL on the emulator itself, `POST
+//! .../uploads/{upload_id}/confirm`, `GET .../uploads/{upload_id}`),
 //! `GET /v1/buckets/{bucket}` with a configurable `bucket_schema`, and
-//! `GET /v1/tasks/{task_id}`; it validates bodies as the real service does and
-//! records every request and every accepted object for assertions.
+//! `GET /v1/tasks/{task_id}` with tasks moving PENDING → PROCESSING → outcome
+//! over time. It validates bodies as the real service does and records every
+//! request, accepted object and presigned PUT for assertions.
 //!
 //! Misbehaviour on demand: a FIFO script of faults (status, `Retry-After`, delay,
-//! body; or a dropped connection), a per-minute quota answering 429, an outage
-//! (a status for every request, or a closed port), and the bearer key.
+//! body; or a dropped connection), a second script for presigned PUTs (S3-like
+//! errors, or a connection cut after N bytes), expiring presigned URLs, a
+//! per-minute quota answering 429 (fixed window, see `ratelimit.rs`), an outage
+//! (a status for every request, or a closed port), the bearer key, and scripted
+//! task outcomes.
 //!
 //! ```text
-//! MockServer ──control──► Shared (state.rs: buckets, script, quota, records)
+//! MockServer ──control──► Shared (state.rs: buckets, scripts, quota, uploads, tasks, records)
 //!     │                        ▲
-//!     └─ own thread + runtime (server.rs) ─► connection ─► gate ─► handlers (routes.rs)
-//!                                                           │         └─ validate.rs
+//!     └─ own thread + runtime (server.rs) ─► connection ─► gate ─► handlers (routes.rs, upload_routes.rs)
+//!                                                           │         └─ validate.rs, uploads.rs, tasks.rs
 //!                                                           └─ fault / outage / quota
 //! ```
 //!
 //! Invariants: the emulator never uses the caller's runtime; every control call
-//! has taken effect when it returns; records only grow, in arrival order.
+//! has taken effect when it returns; records only grow, in arrival order;
+//! presigned PUT bodies are streamed and hashed, never held in memory.
 
 mod envelope;
 mod fault;
@@ -28,21 +37,42 @@ mod ratelimit;
 mod routes;
 mod server;
 mod state;
+mod tasks;
 mod timestamp;
+mod upload_routes;
+mod uploads;
 mod validate;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 pub use fault::{Fault, Outage};
-pub use state::{RecordedObject, RecordedRequest};
+pub use ratelimit::RateLimitStats;
+pub use state::{BatchSlot, RecordedObject, RecordedRequest};
+pub use tasks::{RecordedTask, TaskStatus, TaskTimeline};
+pub use uploads::RecordedUpload;
 
-use fault::Scripted;
-use state::{Shared, State};
+use fault::{PresignedScripted, Scripted};
+use state::{Settings, Shared, State};
+
+/// What a batch create does with an object whose body does not have the
+/// `CreateObjectRequest` shape (a missing `property`, an upper-case `type`, ...).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BatchShapeErrors {
+    /// The whole batch is refused with FastAPI's 422 `detail` (locations
+    /// `["body", "objects", i, ...]`), as a service validating
+    /// `CreateObjectsBatchRequest` with pydantic does. Schema mismatches and
+    /// unusable upload ids still fail per object.
+    #[default]
+    RejectBatch,
+    /// The object alone fails, listed in `failed[]` with `ValidationError`.
+    PerObject,
+}
 
 /// Which create endpoints exist. A disabled one answers 405 with an empty body,
 /// as a router does for a path that only has other methods.
@@ -50,7 +80,9 @@ use state::{Shared, State};
 pub struct Dialects {
     /// `POST /v1/buckets/{bucket}/objects/create` (the docs page's endpoint).
     pub objects_create: bool,
-    /// `POST /v1/buckets/{bucket}/objects` (openapi.json's endpoint).
+    /// `POST /v1/buckets/{bucket}/objects` (openapi.json's endpoint), and with
+    /// it the rest of that dialect: `objects/batch` and the `uploads` routes.
+    /// Presigned PUTs are storage, not API, and stay available.
     pub objects: bool,
 }
 
@@ -72,14 +104,21 @@ pub struct MockConfig {
     /// 404 `NotFoundError`.
     pub buckets: BTreeMap<String, Value>,
     pub dialects: Dialects,
-    /// API requests allowed per fixed 60 s window; over it, 429 with `Retry-After`.
+    /// API requests allowed per fixed 60 s window; over it, 429 with `Retry-After`
+    /// (counted: every `/v1/...` request not answered by an outage or a
+    /// scripted fault; never presigned PUTs).
     pub rate_limit_per_minute: Option<u32>,
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// How new tasks evolve (default: `COMPLETED` at once).
+    pub task_timeline: TaskTimeline,
+    /// How batch creates treat malformed objects (default: reject the batch).
+    pub batch_shape_errors: BatchShapeErrors,
 }
 
 impl Default for MockConfig {
-    /// No key, no buckets, both dialects, no quota, `127.0.0.1:0`.
+    /// No key, no buckets, both dialects, no quota, `127.0.0.1:0`, tasks
+    /// complete at once, malformed batch objects reject their batch.
     fn default() -> Self {
         MockConfig {
             api_key: None,
@@ -87,6 +126,8 @@ impl Default for MockConfig {
             dialects: Dialects::default(),
             rate_limit_per_minute: None,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            task_timeline: TaskTimeline::default(),
+            batch_shape_errors: BatchShapeErrors::default(),
         }
     }
 }
@@ -128,6 +169,18 @@ impl MockConfig {
         self.listen = listen;
         self
     }
+
+    #[must_use]
+    pub fn with_task_timeline(mut self, timeline: TaskTimeline) -> Self {
+        self.task_timeline = timeline;
+        self
+    }
+
+    #[must_use]
+    pub fn with_batch_shape_errors(mut self, mode: BatchShapeErrors) -> Self {
+        self.batch_shape_errors = mode;
+        self
+    }
 }
 
 /// A running emulator. Dropping it (or [`MockServer::shutdown`]) stops it.
@@ -156,14 +209,20 @@ impl MockServer {
             dialects,
             rate_limit_per_minute,
             listen,
+            task_timeline,
+            batch_shape_errors,
         } = cfg;
-        let shared = Arc::new(Shared::new(State::new(
+        let shared = Arc::new(Shared::new(State::new(Settings {
             api_key,
             buckets,
             dialects,
             rate_limit_per_minute,
-        )));
+            task_timeline,
+            batch_shape_errors,
+        })));
         let server = server::Server::start(listen, routes::router(Arc::clone(&shared)))?;
+        let self_url = format!("http://{}", server.addr());
+        shared.update(|s| s.self_url = self_url);
         Ok(MockServer { shared, server })
     }
 
@@ -176,7 +235,8 @@ impl MockServer {
         format!("http://{}", self.addr())
     }
 
-    /// Every accepted create, in arrival order.
+    /// Every accepted object, in arrival order (single creates, batch members,
+    /// objects created on upload confirmation).
     pub fn objects(&self) -> Vec<RecordedObject> {
         self.shared.lock().objects.clone()
     }
@@ -247,6 +307,102 @@ impl MockServer {
     /// Waits until at least `n` requests were answered; false on timeout.
     pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
         self.shared.wait_until(timeout, |s| s.requests.len() >= n)
+    }
+
+    /// Every presigned PUT received, in arrival order, once it ended (stored,
+    /// refused or cut).
+    pub fn uploads(&self) -> Vec<RecordedUpload> {
+        self.shared.lock().upload_log.clone()
+    }
+
+    /// Waits until at least `n` presigned PUTs ended; false on timeout.
+    pub fn wait_for_uploads(&self, n: usize, timeout: Duration) -> bool {
+        self.shared.wait_until(timeout, |s| s.upload_log.len() >= n)
+    }
+
+    /// Body bytes received by presigned PUTs so far, counted as they arrive
+    /// (also while a PUT is in progress).
+    pub fn presigned_bytes_received(&self) -> u64 {
+        self.shared.presigned_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Expires every presigned URL issued so far: PUTs to them answer 403
+    /// `AccessDenied` "Request has expired" (S3's XML body). URLs issued
+    /// afterwards (a new `POST .../uploads`) work.
+    pub fn expire_presigned_urls(&self) {
+        self.shared.update(|s| {
+            for upload in s.uploads.values_mut() {
+                upload.url_revoked = true;
+            }
+        });
+    }
+
+    /// Queues a scripted answer for the next presigned PUT (FIFO, separate from
+    /// [`MockServer::push_fault`]); its body is read and discarded, nothing is
+    /// stored. A fault without a body answers S3's XML error for its status
+    /// (503 `SlowDown`, 500 `InternalError`, ...).
+    pub fn push_presigned_fault(&self, fault: Fault) {
+        self.shared.update(|s| {
+            s.presigned_script
+                .push_back(PresignedScripted::Answer(fault))
+        });
+    }
+
+    /// Queues a cut connection for the next presigned PUT: once at least
+    /// `after_bytes` body bytes arrived (whole chunks), the connection is closed
+    /// without an answer and nothing is stored. The PUT is recorded with status 0.
+    pub fn push_presigned_drop(&self, after_bytes: u64) {
+        self.shared.update(|s| {
+            s.presigned_script
+                .push_back(PresignedScripted::DropAfter(after_bytes))
+        });
+    }
+
+    /// Every task, ordered by creation, with the status a GET would answer now.
+    pub fn tasks(&self) -> Vec<RecordedTask> {
+        self.shared.lock().task_snapshots(Instant::now())
+    }
+
+    /// Sets the timeline of tasks created from now on.
+    pub fn set_task_timeline(&self, timeline: TaskTimeline) {
+        self.shared.update(|s| s.task_timeline = timeline);
+    }
+
+    /// Queues the outcome of the next task created (FIFO; each outcome is used
+    /// by one task, replacing its timeline's outcome).
+    pub fn push_task_outcome(&self, outcome: TaskStatus) {
+        self.shared.update(|s| s.task_outcomes.push_back(outcome));
+    }
+
+    /// Sets the outcome of an existing task (shown once its timeline reaches
+    /// it); false when no such task exists.
+    pub fn set_task_outcome(&self, task_id: &str, outcome: TaskStatus) -> bool {
+        self.shared.update(|s| match s.tasks.get_mut(task_id) {
+            Some(task) => {
+                task.timeline.outcome = outcome;
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Forgets a task, as Mixpeek does after its retention: GETs answer 404.
+    /// False when no such task exists.
+    pub fn forget_task(&self, task_id: &str) -> bool {
+        self.shared.update(|s| s.tasks.remove(task_id).is_some())
+    }
+
+    /// Requests the quota stage admitted and refused (429) so far.
+    pub fn rate_limit_stats(&self) -> RateLimitStats {
+        self.shared.lock().quota
+    }
+
+    /// Replaces the per-minute quota (`None`: no limit); a new window starts
+    /// with the next request. The counters of [`MockServer::rate_limit_stats`]
+    /// carry on.
+    pub fn set_rate_limit(&self, per_minute: Option<u32>) {
+        self.shared
+            .update(|s| s.limiter = per_minute.map(ratelimit::RateLimiter::new));
     }
 
     /// Stops serving and joins the emulator's thread.

@@ -11,9 +11,10 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use mixpeek_mock::{Dialects, MockConfig, MockServer};
+use mixpeek_mock::{BatchShapeErrors, Dialects, MockConfig, MockServer, TaskStatus, TaskTimeline};
 use serde_json::Value;
 
 const LONG_ABOUT: &str = "\
@@ -24,7 +25,43 @@ It serves both create dialects (POST /v1/buckets/{bucket}/objects/create and \
 POST /v1/buckets/{bucket}/objects), GET /v1/buckets/{bucket} and \
 GET /v1/tasks/{task_id}. Bodies are validated as Mixpeek does (422 on a bad \
 type, property or upload_id); unknown buckets answer 404. Nothing is stored: \
-accepted objects are only logged, one line per request on stderr.
+accepted objects are only logged, one line per request on stderr, and \
+uploaded files are only counted and hashed.
+
+Batch create: POST /v1/buckets/{bucket}/objects/batch takes {\"objects\": [...]} \
+with at most 100 objects (more: 422). Each object is checked like a single \
+create; objects that do not fit the bucket schema or name an unusable \
+upload_id are listed in failed[] (object_index, error, error_type) while the \
+others are created (succeeded[]). The answer is 200 if at least one object \
+was created, else 422. A malformed object refuses the whole batch with 422, \
+as pydantic does, unless --batch-shape-errors per-object.
+
+Uploads: POST /v1/buckets/{bucket}/uploads (filename, content_type, \
+file_size_bytes, file_hash, create_object_on_confirm, skip_duplicates, ...) \
+answers 201 with an upload_id (upl_...) and a presigned_url on this emulator \
+(/presigned/{upload_id}?X-Amz-...), or 200 with presigned_url null and \
+is_duplicate true when a confirmed upload of the bucket has the same \
+file_hash. The PUT to the presigned URL is streamed (counted and hashed, never \
+kept in memory) and behaves like S3: it must carry the signed Content-Type \
+and a Content-Length (chunked bodies get 411) equal to file_size_bytes, and \
+no Authorization header (400), before presigned_url_expiration seconds \
+have passed (then 403 AccessDenied, Request has expired: create a new \
+upload); errors are S3 XML bodies. It answers \
+ETag: \"<hex SHA-256 of the content>\" (SHA-256, not MD5). Then \
+POST .../uploads/{upload_id}/confirm checks etag and file_size_bytes against \
+what was PUT; only a confirmed upload of the same bucket may be used as \
+{\"upload_id\": ...} in an object's blobs. Presigned PUTs need no API key \
+and do not count against --rate-limit.
+
+Tasks: objects-create answers, and objects creates or batches with \
+?auto_process=true, return a task_id. GET /v1/tasks/{task_id} answers \
+PENDING for --task-pending, then PROCESSING for --task-processing, then \
+--task-outcome (default COMPLETED, at once).
+
+Rate limit: --rate-limit N admits N API requests per fixed 60-second window \
+that opens with the first request after the previous window ended; further \
+requests get 429 with Retry-After (seconds until the window ends) and do not \
+use up quota. Every /v1 request counts, whatever its status.
 
 The first line on stdout is the address it listens on.";
 
@@ -78,9 +115,33 @@ struct Args {
     #[arg(long = "bucket-schema", value_name = "NAME=PATH.json", value_parser = parse_schema_arg)]
     bucket_schemas: Vec<(String, PathBuf)>,
 
-    /// API requests allowed per minute; more get 429 with Retry-After.
+    /// API requests allowed per fixed 60 s window; more get 429 with Retry-After.
     #[arg(long, value_name = "N")]
     rate_limit: Option<u32>,
+
+    /// Time until a new task reaches its outcome: PENDING for the first half,
+    /// PROCESSING for the second (e.g. 2s, 500ms, 1m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          conflicts_with_all = ["task_pending", "task_processing"])]
+    task_delay: Option<Duration>,
+
+    /// How long a new task answers PENDING.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    task_pending: Duration,
+
+    /// How long a task then answers PROCESSING.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    task_processing: Duration,
+
+    /// The status tasks end in: COMPLETED, COMPLETED_WITH_ERRORS, FAILED,
+    /// CANCELED, or the docs page's DONE, SKIPPED, CANCELLED (also PENDING or
+    /// PROCESSING, for tasks that never finish).
+    #[arg(long, value_name = "STATUS", value_parser = parse_task_status, default_value = "COMPLETED")]
+    task_outcome: TaskStatus,
+
+    /// What a batch create does with a malformed object.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "reject-batch")]
+    batch_shape_errors: BatchShapeArg,
 
     /// Make a create endpoint answer 405, as a server without it would (repeatable).
     #[arg(long = "disable-dialect", value_enum, value_name = "DIALECT")]
@@ -91,8 +152,59 @@ struct Args {
 enum DialectArg {
     /// POST /v1/buckets/{bucket}/objects/create
     ObjectsCreate,
-    /// POST /v1/buckets/{bucket}/objects
+    /// POST /v1/buckets/{bucket}/objects, with objects/batch and the uploads routes
     Objects,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BatchShapeArg {
+    /// Refuse the whole batch with 422 (FastAPI's detail), as pydantic does
+    RejectBatch,
+    /// List the object in failed[] and create the others
+    PerObject,
+}
+
+impl From<BatchShapeArg> for BatchShapeErrors {
+    fn from(arg: BatchShapeArg) -> Self {
+        match arg {
+            BatchShapeArg::RejectBatch => BatchShapeErrors::RejectBatch,
+            BatchShapeArg::PerObject => BatchShapeErrors::PerObject,
+        }
+    }
+}
+
+/// `250ms`, `2s`, `1.5s`, `10m`, `1h`, or a bare number of seconds.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 2s or 500ms, got '{raw}'"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{raw}': use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("'{raw}': {e}"))
+}
+
+fn parse_task_status(raw: &str) -> Result<TaskStatus, String> {
+    TaskStatus::named(raw).ok_or_else(|| {
+        let names: Vec<&str> = TaskStatus::NAMED.iter().map(TaskStatus::as_str).collect();
+        format!(
+            "unknown task status '{raw}': use one of {}",
+            names.join(", ")
+        )
+    })
 }
 
 fn parse_schema_arg(raw: &str) -> Result<(String, PathBuf), String> {
@@ -182,6 +294,8 @@ fn config_from(args: &Args) -> Result<MockConfig, MainError> {
         api_key: args.api_key.clone(),
         listen: args.listen,
         rate_limit_per_minute: args.rate_limit,
+        task_timeline: task_timeline(args),
+        batch_shape_errors: args.batch_shape_errors.into(),
         dialects: Dialects {
             objects_create: !args.disabled_dialects.contains(&DialectArg::ObjectsCreate),
             objects: !args.disabled_dialects.contains(&DialectArg::Objects),
@@ -196,6 +310,14 @@ fn config_from(args: &Args) -> Result<MockConfig, MainError> {
         config = config.with_bucket_schema(bucket.clone(), schema);
     }
     Ok(config)
+}
+
+fn task_timeline(args: &Args) -> TaskTimeline {
+    let (pending, processing) = match args.task_delay {
+        Some(total) => (total / 2, total - total / 2),
+        None => (args.task_pending, args.task_processing),
+    };
+    TaskTimeline::new(pending, processing).ending(args.task_outcome.clone())
 }
 
 fn read_schema(bucket: &str, path: &PathBuf) -> Result<Value, MainError> {
@@ -269,6 +391,78 @@ mod tests {
             "{help}"
         );
         assert!(help.contains("--disable-dialect"));
+        for needle in [
+            "/presigned/",
+            "ETag",
+            "SHA-256",
+            "Content-Length",
+            "objects/batch",
+            "failed[]",
+            "--task-delay",
+            "--task-outcome",
+            "fixed 60-second window",
+        ] {
+            assert!(help.contains(needle), "{needle} missing from --help");
+        }
+    }
+
+    #[test]
+    fn task_and_batch_flags_become_a_config() {
+        let args = Args::try_parse_from([
+            "mixpeek-mock",
+            "--task-pending",
+            "250ms",
+            "--task-processing",
+            "2s",
+            "--task-outcome",
+            "completed-with-errors",
+            "--batch-shape-errors",
+            "per-object",
+        ])
+        .expect("valid flags");
+        let config = config_from(&args).expect("no schema files to read");
+        assert_eq!(
+            config.task_timeline,
+            TaskTimeline::new(Duration::from_millis(250), Duration::from_secs(2))
+                .ending(TaskStatus::CompletedWithErrors)
+        );
+        assert_eq!(config.batch_shape_errors, BatchShapeErrors::PerObject);
+
+        let args = Args::try_parse_from(["mixpeek-mock", "--task-delay", "3s"]).expect("valid");
+        let timeline = config_from(&args).expect("config").task_timeline;
+        assert_eq!(
+            (timeline.pending, timeline.processing),
+            (Duration::from_millis(1500), Duration::from_millis(1500))
+        );
+        let defaults =
+            config_from(&Args::try_parse_from(["mixpeek-mock"]).expect("valid")).expect("config");
+        assert_eq!(defaults.task_timeline, TaskTimeline::default());
+        assert_eq!(defaults.batch_shape_errors, BatchShapeErrors::RejectBatch);
+    }
+
+    #[rstest]
+    #[case(&["--task-delay", "1s", "--task-pending", "1s"])]
+    #[case(&["--task-outcome", "DOWNLOADING"])]
+    #[case(&["--task-pending", "2 fortnights"])]
+    fn bad_task_flags_are_usage_errors(#[case] flags: &[&str]) {
+        let mut argv = vec!["mixpeek-mock"];
+        argv.extend_from_slice(flags);
+        assert!(Args::try_parse_from(argv).is_err());
+    }
+
+    #[rstest]
+    #[case("0", Some(Duration::ZERO))]
+    #[case("250ms", Some(Duration::from_millis(250)))]
+    #[case("2s", Some(Duration::from_secs(2)))]
+    #[case("1.5s", Some(Duration::from_millis(1500)))]
+    #[case("10m", Some(Duration::from_secs(600)))]
+    #[case("1h", Some(Duration::from_secs(3600)))]
+    #[case("3", Some(Duration::from_secs(3)))]
+    #[case("s", None)]
+    #[case("-1s", None)]
+    #[case("2d", None)]
+    fn durations(#[case] raw: &str, #[case] parsed: Option<Duration>) {
+        assert_eq!(parse_duration(raw).ok(), parsed);
     }
 
     #[test]

@@ -3,14 +3,33 @@
 //! Role: decide whether one more API request fits the per-minute quota.
 //! Inputs: the instant the request arrived. Outputs: admitted, or the time until
 //! the window resets (sent as `Retry-After`, rounded up to whole seconds).
-//! Invariants: at most `limit` requests are admitted per window; a window starts
-//! with the first request after the previous one ended, so an idle emulator never
-//! refuses its first request. No clock is read here: callers pass `now`.
+//!
+//! Semantics (fixed window, not a sliding one or a token bucket): a window of
+//! 60 s opens with the first counted request after the previous window ended;
+//! within it the first `limit` requests are admitted and every further one is
+//! refused until the window ends. Refused requests do not use up quota, so a
+//! client retrying early never pushes the reset further away. What is counted
+//! is decided by the caller (`State::admit`): every `/v1/...` request that no
+//! outage or scripted fault answered first, whatever its later status (401,
+//! 404, 422 included); presigned PUTs (`/presigned/...`) never.
+//! Invariants: at most `limit` requests are admitted per window; an idle
+//! emulator never refuses its first request. No clock is read here: callers
+//! pass `now`.
 
 use std::time::{Duration, Instant};
 
 /// Length of one quota window.
 pub(crate) const WINDOW: Duration = Duration::from_secs(60);
+
+/// How many API requests the quota stage admitted and refused, since start.
+/// Without a configured limit every request counted is admitted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitStats {
+    /// Requests that passed the quota stage.
+    pub admitted: u64,
+    /// Requests answered 429 by the quota (scripted 429 faults are not counted).
+    pub limited: u64,
+}
 
 /// Fixed-window counter; see the module doc.
 #[derive(Debug, Clone)]

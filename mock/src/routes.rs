@@ -1,6 +1,9 @@
 //! The emulated HTTP API: the request gate and the route handlers.
 //!
-//! Role: turn one HTTP request into one answer, like Mixpeek's API would.
+//! Role: turn one HTTP request into one answer, like Mixpeek's API would. This
+//! file holds the gate, the object routes (single and batch create), bucket
+//! and task GETs; `upload_routes.rs` holds the upload routes and the presigned
+//! PUT.
 //! Inputs: requests from the connection layer (`server.rs`), each carrying a
 //! [`ConnectionKill`] handle; the shared [`State`].
 //! Outputs: responses; entries in the request and object records.
@@ -16,7 +19,8 @@
 //! Invariant: every request that reaches the gate is recorded once, with the
 //! status it was answered (0 for a scripted dropped connection), before the
 //! answer leaves, so a client that got an answer always finds its request in
-//! the record.
+//! the record. The gate reads JSON bodies whole (they are small); presigned
+//! PUT bodies pass through unread, for their handler to stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,16 +32,20 @@ use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
 use crate::envelope::{
     empty_response, envelope, json_response, not_found, unauthorized, validation_detail,
 };
-use crate::state::{Accepted, Admission, RecordedRequest, Shared, TaskRecord, bucket_id};
+use crate::state::{Accepted, Admission, RecordedRequest, RefusedUpload, Shared, bucket_id};
 use crate::timestamp::rfc3339;
-use crate::validate::{Dialect, FieldError, Rejection, ValidObject, validate_create};
+use crate::upload_routes;
+use crate::validate::{
+    BatchItem, Dialect, FieldError, ItemFailure, Rejection, ValidObject, validate_batch,
+    validate_create,
+};
 
 /// Largest request body the gate reads (inline blobs are at most 50 MiB of
 /// base64 on Mixpeek's biggest tier).
@@ -49,7 +57,7 @@ pub(crate) struct ConnectionKill(pub(crate) Arc<Notify>);
 
 /// The request body as the gate read it, handed to handlers.
 #[derive(Debug, Clone)]
-enum RequestBody {
+pub(crate) enum RequestBody {
     Empty,
     Json(Arc<Value>),
     Invalid,
@@ -72,6 +80,34 @@ impl RequestBody {
             RequestBody::Empty | RequestBody::Invalid => Value::Null,
         }
     }
+
+    /// The parsed JSON, or the field error of an empty or malformed body
+    /// (answered with [`field_error`]).
+    pub(crate) fn json(&self) -> Result<&Value, FieldError> {
+        match self {
+            RequestBody::Json(value) => Ok(value),
+            RequestBody::Empty => Err(FieldError::new(
+                vec![json!("body")],
+                "missing",
+                "Field required",
+            )),
+            RequestBody::Invalid => Err(FieldError::new(
+                vec![json!("body"), json!(0)],
+                "json_invalid",
+                "JSON decode error",
+            )),
+        }
+    }
+}
+
+/// FastAPI's 422 for one field error.
+pub(crate) fn field_error(error: FieldError) -> Response {
+    json_response(422, &validation_detail(&[error]))
+}
+
+/// Paths whose bodies the gate leaves unread: presigned PUTs are streamed.
+fn is_streamed_path(path: &str) -> bool {
+    path.starts_with(upload_routes::PRESIGNED_PREFIX)
 }
 
 /// The router with the gate around it.
@@ -82,6 +118,26 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1/buckets/{bucket}/objects/create",
             post(create_objects_create),
+        )
+        .route(
+            "/v1/buckets/{bucket}/objects/batch",
+            post(create_objects_batch),
+        )
+        .route(
+            "/v1/buckets/{bucket}/uploads",
+            post(upload_routes::create_upload),
+        )
+        .route(
+            "/v1/buckets/{bucket}/uploads/{upload_id}",
+            get(upload_routes::get_upload),
+        )
+        .route(
+            "/v1/buckets/{bucket}/uploads/{upload_id}/confirm",
+            post(upload_routes::confirm_upload),
+        )
+        .route(
+            &format!("{}{{upload_id}}", upload_routes::PRESIGNED_PREFIX),
+            put(upload_routes::put_presigned),
         )
         .route("/v1/tasks/{task_id}", get(get_task))
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), gate))
@@ -118,23 +174,34 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
     };
     let kill = parts.extensions.get::<ConnectionKill>().cloned();
 
-    let body = match to_bytes(body, MAX_BODY_BYTES).await {
-        Err(_) => {
-            let message = format!("Request body larger than {MAX_BODY_BYTES} bytes or unreadable");
-            let answer = json_response(413, &envelope(413, &message, None));
-            recording.finish(413);
-            return answer;
+    let body = if is_streamed_path(parts.uri.path()) {
+        Err(body)
+    } else {
+        match to_bytes(body, MAX_BODY_BYTES).await {
+            Err(_) => {
+                let message =
+                    format!("Request body larger than {MAX_BODY_BYTES} bytes or unreadable");
+                let answer = json_response(413, &envelope(413, &message, None));
+                recording.finish(413);
+                return answer;
+            }
+            Ok(bytes) => Ok(RequestBody::parse(&bytes)),
         }
-        Ok(bytes) => RequestBody::parse(&bytes),
     };
-    recording.set_body(body.recorded());
+    if let Ok(body) = &body {
+        recording.set_body(body.recorded());
+    }
 
     let admission = shared.update(|s| s.admit(parts.uri.path(), received_at));
     let response = match admission {
-        Admission::Pass => {
-            parts.extensions.insert(body);
-            next.run(Request::from_parts(parts, Body::empty())).await
-        }
+        Admission::Pass => match body {
+            Ok(body) => {
+                parts.extensions.insert(body);
+                next.run(Request::from_parts(parts, Body::empty())).await
+            }
+            // A streamed body goes to its handler unread.
+            Err(raw) => next.run(Request::from_parts(parts, raw)).await,
+        },
         Admission::Answer {
             status,
             retry_after,
@@ -214,7 +281,7 @@ impl Drop for Recording {
 
 /// False when a key is configured and the request does not carry it as
 /// `Authorization: Bearer <key>`.
-fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+pub(crate) fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let state = shared.lock();
     let Some(expected) = state.api_key.as_deref() else {
         return true;
@@ -230,7 +297,7 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
 }
 
 /// The name and schema of the bucket a path identifies.
-fn find_bucket(shared: &Shared, identifier: &str) -> Option<(String, Value)> {
+pub(crate) fn find_bucket(shared: &Shared, identifier: &str) -> Option<(String, Value)> {
     let state = shared.lock();
     state.bucket_name(identifier).and_then(|name| {
         let schema = state.buckets.get(&name)?.schema.clone();
@@ -261,17 +328,9 @@ async fn create_objects(
     headers: HeaderMap,
     Extension(body): Extension<RequestBody>,
 ) -> Response {
-    let auto_process = match query.get("auto_process").map(|v| parse_bool(v)) {
-        None => false,
-        Some(Some(flag)) => flag,
-        Some(None) => {
-            let error = FieldError::new(
-                vec![json!("query"), json!("auto_process")],
-                "bool_parsing",
-                "Input should be a valid boolean, unable to interpret input",
-            );
-            return json_response(422, &validation_detail(&[error]));
-        }
+    let auto_process = match auto_process(&query) {
+        Ok(flag) => flag,
+        Err(error) => return field_error(error),
     };
     create(
         &shared,
@@ -281,6 +340,30 @@ async fn create_objects(
         &body,
         auto_process,
     )
+}
+
+/// `?auto_process=` as pydantic reads it: absent is false; a value that is not
+/// a boolean is FastAPI's 422.
+fn auto_process(query: &HashMap<String, String>) -> Result<bool, FieldError> {
+    match query.get("auto_process").map(|v| parse_bool(v)) {
+        None => Ok(false),
+        Some(Some(flag)) => Ok(flag),
+        Some(None) => Err(FieldError::new(
+            vec![json!("query"), json!("auto_process")],
+            "bool_parsing",
+            "Input should be a valid boolean, unable to interpret input",
+        )),
+    }
+}
+
+/// Whether the routes of `dialect` are enabled; a disabled one answers 405
+/// with an empty body, before the key is checked.
+pub(crate) fn dialect_enabled(shared: &Shared, dialect: Dialect) -> bool {
+    let dialects = shared.lock().dialects;
+    match dialect {
+        Dialect::ObjectsCreate => dialects.objects_create,
+        Dialect::Objects => dialects.objects,
+    }
 }
 
 /// pydantic's lax boolean parsing of query values.
@@ -300,14 +383,7 @@ fn create(
     body: &RequestBody,
     with_task: bool,
 ) -> Response {
-    let enabled = {
-        let dialects = shared.lock().dialects;
-        match dialect {
-            Dialect::ObjectsCreate => dialects.objects_create,
-            Dialect::Objects => dialects.objects,
-        }
-    };
-    if !enabled {
+    if !dialect_enabled(shared, dialect) {
         return empty_response(405);
     }
     if !authorized(shared, headers) {
@@ -316,20 +392,9 @@ fn create(
     let Some((bucket, schema)) = find_bucket(shared, identifier) else {
         return json_response(404, &not_found("bucket", identifier));
     };
-    let value = match body {
-        RequestBody::Json(value) => value,
-        RequestBody::Empty => {
-            let error = FieldError::new(vec![json!("body")], "missing", "Field required");
-            return json_response(422, &validation_detail(&[error]));
-        }
-        RequestBody::Invalid => {
-            let error = FieldError::new(
-                vec![json!("body"), json!(0)],
-                "json_invalid",
-                "JSON decode error",
-            );
-            return json_response(422, &validation_detail(&[error]));
-        }
+    let value = match body.json() {
+        Ok(value) => value,
+        Err(error) => return field_error(error),
     };
     let object = match validate_create(dialect, value, &bucket, &schema) {
         Ok(object) => object,
@@ -340,17 +405,21 @@ fn create(
             return json_response(422, &envelope(422, &message, Some(details)));
         }
     };
-    let accepted = shared.update(|s| {
-        s.accept(
+    // Upload references are checked under the same lock as the acceptance.
+    let accepted = shared.update(|s| -> Result<_, RefusedUpload> {
+        s.check_upload_refs(&bucket, &object)?;
+        Ok(s.accept(
             dialect,
             &bucket,
             Value::clone(value),
             with_task,
             Instant::now(),
-        )
+        ))
     });
-    let Some(accepted) = accepted else {
-        return json_response(404, &not_found("bucket", identifier));
+    let accepted = match accepted {
+        Ok(Some(accepted)) => accepted,
+        Ok(None) => return json_response(404, &not_found("bucket", identifier)),
+        Err(refused) => return json_response(refused.status, &refused.body),
     };
     let answer = match dialect {
         Dialect::ObjectsCreate => json!({
@@ -410,6 +479,98 @@ fn object_response(object: &ValidObject, accepted: &Accepted, bucket: &str) -> V
     Value::Object(answer)
 }
 
+/// `POST /v1/buckets/{bucket}/objects/batch`: every object validated like a
+/// single `objects` create; partial success (`CreateObjectsBatchResponse`).
+/// 200 when at least one object was created or the batch was empty; when every
+/// object failed, 422 in Mixpeek's envelope with the failures in
+/// `error.details.failed` (the endpoint only promises 200 "as long as at least
+/// one object is created").
+async fn create_objects_batch(
+    State(shared): State<Arc<Shared>>,
+    Path(identifier): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    Extension(body): Extension<RequestBody>,
+) -> Response {
+    if !dialect_enabled(&shared, Dialect::Objects) {
+        return empty_response(405);
+    }
+    let auto_process = match auto_process(&query) {
+        Ok(flag) => flag,
+        Err(error) => return field_error(error),
+    };
+    if !authorized(&shared, &headers) {
+        return json_response(401, &unauthorized());
+    }
+    let Some((bucket, schema)) = find_bucket(&shared, &identifier) else {
+        return json_response(404, &not_found("bucket", &identifier));
+    };
+    let value = match body.json() {
+        Ok(value) => value,
+        Err(error) => return field_error(error),
+    };
+    let mode = shared.lock().batch_shape_errors;
+    let items = match validate_batch(value, &bucket, &schema, mode) {
+        Ok(items) => items,
+        Err(errors) => return json_response(422, &validation_detail(&errors)),
+    };
+    let total = items.len();
+
+    let outcome = shared.update(|s| {
+        let mut valid = Vec::new();
+        let mut to_accept = Vec::new();
+        let mut failed = Vec::new();
+        for BatchItem {
+            index,
+            body,
+            result,
+        } in items
+        {
+            let checked = result.and_then(|object| {
+                s.check_upload_refs(&bucket, &object)
+                    .map(|()| object)
+                    .map_err(|refused| ItemFailure {
+                        error: refused.message(),
+                        error_type: crate::envelope::error_type(refused.status),
+                    })
+            });
+            match checked {
+                Ok(object) => {
+                    to_accept.push((index, Value::clone(body)));
+                    valid.push(object);
+                }
+                Err(failure) => failed.push(json!({
+                    "object_index": index,
+                    "error": failure.error,
+                    "error_type": failure.error_type,
+                })),
+            }
+        }
+        s.accept_batch(&bucket, to_accept, auto_process, Instant::now())
+            .map(|accepted| (valid, accepted, failed))
+    });
+    let Some((valid, accepted, failed)) = outcome else {
+        return json_response(404, &not_found("bucket", &identifier));
+    };
+    let succeeded: Vec<Value> = valid
+        .iter()
+        .zip(&accepted)
+        .map(|(object, accepted)| object_response(object, accepted, &bucket))
+        .collect();
+    let answer = json!({
+        "succeeded": succeeded,
+        "failed": failed,
+        "total_requested": total,
+        "succeeded_count": succeeded.len(),
+        "failed_count": failed.len(),
+    });
+    if succeeded.is_empty() && !failed.is_empty() {
+        let message = format!("No object was created: all {total} objects failed");
+        return json_response(422, &envelope(422, &message, Some(answer)));
+    }
+    json_response(200, &answer)
+}
+
 async fn get_bucket(
     State(shared): State<Arc<Shared>>,
     Path(identifier): Path<String>,
@@ -456,21 +617,7 @@ async fn get_task(
     let Some(task) = state.tasks.get(&task_id) else {
         return json_response(404, &not_found("task", &task_id));
     };
-    json_response(
-        200,
-        &json!({
-            "task_id": task_id,
-            "task_type": TaskRecord::TASK_TYPE,
-            "status": task.status(),
-            "inputs": [],
-            "outputs": [],
-            "additional_data": {
-                "object_id": task.object_id,
-                "bucket_id": bucket_id(&task.bucket),
-            },
-            "created_at": rfc3339(task.created_at),
-        }),
-    )
+    json_response(200, &task.to_json(&task_id, Instant::now()))
 }
 
 #[cfg(test)]

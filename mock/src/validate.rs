@@ -1,7 +1,8 @@
-//! Validation of create-object request bodies, for both dialects.
+//! Validation of create-object request bodies, for both dialects, single and batch.
 //!
-//! Role: decide whether a JSON body is an object the emulated API would accept,
-//! the way Mixpeek's FastAPI service does, without doing any I/O.
+//! Role: decide whether a JSON body is an object (or a batch of objects,
+//! [`validate_batch`]) the emulated API would accept, the way Mixpeek's FastAPI
+//! service does, without doing any I/O.
 //!
 //! Inputs: the dialect, the parsed body, the bucket name and its `bucket_schema`.
 //! Outputs: a [`ValidObject`] (the parts of the body a success answer echoes), or a
@@ -18,6 +19,8 @@
 //! handler looks at the bucket.
 
 use serde_json::{Map, Value, json};
+
+use crate::BatchShapeErrors;
 
 /// `BucketSchemaFieldType` of openapi.json 0.81, the blob types of dialect `objects`.
 pub(crate) const FIELD_TYPES: [&str; 15] = [
@@ -144,7 +147,145 @@ pub(crate) fn validate_create(
     Ok(object)
 }
 
-fn body_loc(path: &[Value]) -> Vec<Value> {
+/// At most this many objects per batch (`CreateObjectsBatchRequest.objects.maxItems`).
+pub(crate) const MAX_BATCH_OBJECTS: usize = 100;
+
+/// Why one object of a batch was not created: a `FailedObjectError` without
+/// its index.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ItemFailure {
+    pub(crate) error: String,
+    /// `ValidationError`, `NotFoundError`, `BadRequestError`.
+    pub(crate) error_type: &'static str,
+}
+
+/// One object of a batch body after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BatchItem<'a> {
+    /// 0-based position in `objects`.
+    pub(crate) index: usize,
+    /// The object's body, unchanged.
+    pub(crate) body: &'a Value,
+    pub(crate) result: Result<ValidObject, ItemFailure>,
+}
+
+/// Validates a `CreateObjectsBatchRequest` (`{"objects": [CreateObjectRequest, ...]}`,
+/// at most [`MAX_BATCH_OBJECTS`]).
+///
+/// `Err` (answered 422 in FastAPI's `detail` shape) when the root is malformed,
+/// holds too many objects, or, with [`BatchShapeErrors::RejectBatch`], when any
+/// object has the wrong shape (locations then start `["body", "objects", i]`).
+/// Otherwise one [`BatchItem`] per object: schema mismatches, and with
+/// [`BatchShapeErrors::PerObject`] shape errors too, are failures of that item
+/// alone (partial success).
+pub(crate) fn validate_batch<'a>(
+    body: &'a Value,
+    bucket: &str,
+    schema: &Value,
+    shape_errors: BatchShapeErrors,
+) -> Result<Vec<BatchItem<'a>>, Vec<FieldError>> {
+    let Some(root) = body.as_object() else {
+        return Err(vec![FieldError::new(
+            body_loc(&[]),
+            "model_attributes_type",
+            "Input should be a valid dictionary or object to extract fields from",
+        )]);
+    };
+    let items = match root.get("objects") {
+        None => {
+            return Err(vec![FieldError::new(
+                body_loc(&[json!("objects")]),
+                "missing",
+                "Field required",
+            )]);
+        }
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(vec![FieldError::new(
+                body_loc(&[json!("objects")]),
+                "list_type",
+                "Input should be a valid list",
+            )]);
+        }
+    };
+    if items.len() > MAX_BATCH_OBJECTS {
+        return Err(vec![FieldError::new(
+            body_loc(&[json!("objects")]),
+            "too_long",
+            format!(
+                "List should have at most {MAX_BATCH_OBJECTS} items after validation, not {}",
+                items.len()
+            ),
+        )]);
+    }
+
+    let mut whole_batch_errors = Vec::new();
+    let mut checked = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let result = match check_shape(Dialect::Objects, item) {
+            Ok(object) => check_schema(&object, bucket, schema)
+                .map(|()| object)
+                .map_err(|rejection| match rejection {
+                    Rejection::Schema { message, .. } => ItemFailure {
+                        error: message,
+                        error_type: "ValidationError",
+                    },
+                    Rejection::Shape(errors) => shape_failure(&errors),
+                }),
+            Err(errors) => match shape_errors {
+                BatchShapeErrors::PerObject => Err(shape_failure(&errors)),
+                BatchShapeErrors::RejectBatch => {
+                    whole_batch_errors.extend(errors.into_iter().map(|mut e| {
+                        // ["body", rest...] → ["body", "objects", index, rest...]
+                        e.loc.splice(1..1, [json!("objects"), json!(index)]);
+                        e
+                    }));
+                    continue;
+                }
+            },
+        };
+        checked.push(BatchItem {
+            index,
+            body: item,
+            result,
+        });
+    }
+    if whole_batch_errors.is_empty() {
+        Ok(checked)
+    } else {
+        Err(whole_batch_errors)
+    }
+}
+
+/// One failure message for all shape errors of an object:
+/// `blobs.0.type: Input should be ...; ...`, locations relative to the object.
+fn shape_failure(errors: &[FieldError]) -> ItemFailure {
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            let loc: Vec<String> = e
+                .loc
+                .iter()
+                .skip(1)
+                .map(|part| match part {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            if loc.is_empty() {
+                e.msg.clone()
+            } else {
+                format!("{}: {}", loc.join("."), e.msg)
+            }
+        })
+        .collect();
+    ItemFailure {
+        error: parts.join("; "),
+        error_type: "ValidationError",
+    }
+}
+
+pub(crate) fn body_loc(path: &[Value]) -> Vec<Value> {
     let mut loc = vec![json!("body")];
     loc.extend_from_slice(path);
     loc
@@ -360,7 +501,7 @@ fn quoted_choice(values: &[&str]) -> String {
     }
 }
 
-fn optional_string(
+pub(crate) fn optional_string(
     obj: &Map<String, Value>,
     key: &str,
     at: &[Value],
@@ -382,7 +523,7 @@ fn optional_string(
     }
 }
 
-fn optional_bool(
+pub(crate) fn optional_bool(
     obj: &Map<String, Value>,
     key: &str,
     at: &[Value],
@@ -404,7 +545,7 @@ fn optional_bool(
     }
 }
 
-fn optional_object(
+pub(crate) fn optional_object(
     obj: &Map<String, Value>,
     key: &str,
     at: &[Value],

@@ -47,7 +47,7 @@ use crate::error::FatalError;
 use crate::pipeline::Dialect;
 use crate::pipeline::retry::Backoff;
 use crate::store::{Store, StoreError, unix_now_ms};
-use crate::telemetry::{Counters, CountersSnapshot};
+use crate::telemetry::{Counters, CountersSnapshot, service};
 
 /// Shared access to the store. SQLite commits wait for the disk, so async
 /// code goes through `run`, which takes the blocking pool.
@@ -401,6 +401,9 @@ impl Engine {
         let mut builds: JoinSet<Result<BuildDone, FatalError>> = JoinSet::new();
         let mut batch: Vec<Hint> = Vec::new();
         let mut hints_open = true;
+        let mut announced = false;
+        let watchdog = service::watchdog_interval();
+        let mut next_ping = Instant::now();
         loop {
             let now = Instant::now();
             let mut due: Vec<usize> = rescans.take();
@@ -422,14 +425,29 @@ impl Engine {
             if !due.is_empty() || !hinted.is_empty() {
                 self.intake_step(hinted, due).await;
             }
-            let (plans, _) = self.ready(true);
+            if !announced {
+                // The start scan is done and its groups are queued.
+                service::ready();
+                announced = true;
+            }
+            let (plans, waiting) = self.ready(true);
             queue.extend(plans);
+            if let Some(every) = watchdog
+                && Instant::now() >= next_ping
+            {
+                service::watchdog();
+                service::status(&self.status_line(&waiting));
+                next_ping = Instant::now() + every;
+            }
             while builds.len() < BUILD_SLOTS {
                 let Some(plan) = queue.pop_front() else { break };
                 self.spawn_build(&mut builds, plan);
             }
 
             let mut wake = next_scan.iter().min().copied().unwrap_or(now + MAX_IDLE);
+            if watchdog.is_some() {
+                wake = wake.min(next_ping);
+            }
             if let Some(deadline) = self.lock_intake().next_deadline(now) {
                 wake = wake.min(deadline);
             }
@@ -557,6 +575,19 @@ impl Engine {
             .await
             .expect("a disposal pass panicked")?;
         Ok(())
+    }
+
+    /// The `STATUS=` line: what the pipeline holds and has done.
+    fn status_line(&self, waiting: &Waiting) -> String {
+        let c = self.counters.snapshot();
+        let mut line = format!(
+            "{} settling, {} delivered, {} dead, {} queued since start",
+            waiting.settling, c.objects_delivered, c.objects_dead, c.objects_enqueued
+        );
+        if let Some(pause) = self.submitter.pause() {
+            line.push_str(&format!("; PAUSED: {}", pause.reason));
+        }
+        line
     }
 
     /// How long the submitter may sleep: until the next retry comes due, or

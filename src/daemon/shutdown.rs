@@ -11,6 +11,7 @@ use tracing::{error, info};
 use crate::api;
 use crate::config::{self, Config};
 use crate::error::FatalError;
+use crate::telemetry::service;
 
 /// What the operator asked for.
 #[derive(Debug)]
@@ -45,12 +46,15 @@ impl Signals {
     pub async fn next(&mut self, path: &Path) -> Control {
         loop {
             tokio::select! {
-                _ = self.term.recv() => return Control::Stop,
-                _ = self.int.recv() => return Control::Stop,
+                _ = self.term.recv() => return stop(),
+                _ = self.int.recv() => return stop(),
                 _ = self.hup.recv() => {
                     info!(path = %path.display(), "SIGHUP: reloading the configuration");
                     match load(path) {
-                        Ok(config) => return Control::Reload(Box::new(config)),
+                        Ok(config) => {
+                            service::reloading();
+                            return Control::Reload(Box::new(config));
+                        }
                         Err(err) => error!(
                             "the new configuration was not applied; the running one stays in force:\n{err}"
                         ),
@@ -59,6 +63,11 @@ impl Signals {
             }
         }
     }
+}
+
+fn stop() -> Control {
+    service::stopping();
+    Control::Stop
 }
 
 /// A configuration is taken only if its key can be read too.

@@ -4,7 +4,17 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 
+use mixpeek_mock::RecordedObject;
+
 use crate::harness::Env;
+
+/// The one object the emulator accepted.
+#[track_caller]
+fn only_object(env: &Env) -> RecordedObject {
+    let mut objects = env.server.objects();
+    assert_eq!(objects.len(), 1);
+    objects.remove(0)
+}
 
 #[test]
 fn a_fifo_in_the_tree_is_skipped_without_hanging() {
@@ -21,9 +31,7 @@ fn a_fifo_in_the_tree_is_skipped_without_hanging() {
     run.assert_code(0);
     assert!(run.stderr.contains("pipe.txt"), "{}", run.stderr);
     assert!(run.stderr.contains("fifo"), "{}", run.stderr);
-    let objects = env.server.objects();
-    assert_eq!(objects.len(), 1);
-    assert_eq!(objects[0].body["key_prefix"], "/documents/a");
+    assert_eq!(only_object(&env).body["key_prefix"], "/documents/a");
 }
 
 #[test]
@@ -63,9 +71,7 @@ fn an_unreadable_file_is_reported_and_skipped() {
         "{}",
         run.stderr
     );
-    let objects = env.server.objects();
-    assert_eq!(objects.len(), 1);
-    assert_eq!(objects[0].body["key_prefix"], "/documents/a");
+    assert_eq!(only_object(&env).body["key_prefix"], "/documents/a");
 }
 
 #[test]
@@ -81,9 +87,8 @@ fn a_non_utf8_name_is_reported_and_the_rest_delivered() {
     let run = env.run(&["once"]);
     run.assert_code(0);
     assert!(run.stderr.contains("not valid UTF-8"), "{}", run.stderr);
-    let objects = env.server.objects();
-    assert_eq!(objects.len(), 1);
-    let blobs = objects[0].body["blobs"].as_array().unwrap();
+    let object = only_object(&env);
+    let blobs = object.body["blobs"].as_array().unwrap();
     assert_eq!(blobs.len(), 1);
     assert_eq!(blobs[0]["key_prefix"], "/good.txt");
 }

@@ -1,6 +1,6 @@
 //! `check`, `status`, `retry` and `demo` from the outside.
 
-use crate::harness::{Env, Run, TIMEOUT, bin};
+use crate::harness::{Daemon, Env, TIMEOUT, run_bin, wait_until};
 
 #[test]
 fn check_reports_every_mistake_with_its_line() {
@@ -47,27 +47,13 @@ colour = "blue"
 #[test]
 fn the_example_config_passes_check() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
-    let run = Run::wait(
-        {
-            let mut cmd = bin();
-            cmd.args(["--config", example, "check"]);
-            cmd.spawn().unwrap()
-        },
-        TIMEOUT,
-    );
+    let run = run_bin(&["--config", example, "check"], |_| {});
     run.assert_code(0);
 }
 
 #[test]
 fn a_missing_config_is_a_configuration_error_naming_the_file() {
-    let run = Run::wait(
-        {
-            let mut cmd = bin();
-            cmd.args(["--config", "/nonexistent/mixpeek.toml", "once"]);
-            cmd.spawn().unwrap()
-        },
-        TIMEOUT,
-    );
+    let run = run_bin(&["--config", "/nonexistent/mixpeek.toml", "once"], |_| {});
     run.assert_code(78);
     assert!(
         run.stderr.contains("/nonexistent/mixpeek.toml"),
@@ -79,14 +65,9 @@ fn a_missing_config_is_a_configuration_error_naming_the_file() {
 #[test]
 fn demo_once_delivers_the_sample() {
     let dir = tempfile::tempdir().unwrap();
-    let run = Run::wait(
-        {
-            let mut cmd = bin();
-            cmd.args(["demo", "--once"]).current_dir(dir.path());
-            cmd.spawn().unwrap()
-        },
-        TIMEOUT,
-    );
+    let run = run_bin(&["demo", "--once"], |cmd| {
+        cmd.current_dir(dir.path());
+    });
     run.assert_code(0);
     assert!(
         run.stdout.contains("\"key_prefix\": \"/contract-2024\""),
@@ -122,24 +103,17 @@ fn retry_puts_a_dead_letter_back_and_it_is_delivered() {
 fn a_second_instance_on_the_same_state_is_refused() {
     let env = Env::new();
     env.config("", "");
-    let mut cmd = bin();
-    cmd.arg("--config")
-        .arg(env.root().join("config.toml"))
-        .arg("run")
-        .stderr(std::process::Stdio::null());
-    let mut daemon = cmd.spawn().unwrap();
+    let daemon = Daemon::start(&env);
+    let pid = daemon.id().to_string();
     let lock = env.state_dir().join("lock");
-    let holds_lock = crate::harness::wait_until(TIMEOUT, || {
-        std::fs::read_to_string(&lock).is_ok_and(|pid| pid.trim() == daemon.id().to_string())
+    let holds_lock = wait_until(TIMEOUT, || {
+        std::fs::read_to_string(&lock).is_ok_and(|held| held.trim() == pid)
     });
     let second = env.run(&["once"]);
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
     assert!(holds_lock, "the daemon never took the lock");
     second.assert_code(1);
     assert!(
-        second.stderr.contains("another mixpeek-ingest")
-            && second.stderr.contains(&daemon.id().to_string()),
+        second.stderr.contains("another mixpeek-ingest") && second.stderr.contains(&pid),
         "{}",
         second.stderr
     );
@@ -149,14 +123,9 @@ fn a_second_instance_on_the_same_state_is_refused() {
 fn demo_refuses_a_folder_it_did_not_make() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.toml"), "precious").unwrap();
-    let run = Run::wait(
-        {
-            let mut cmd = bin();
-            cmd.args(["demo", "--once", "--dir"]).arg(dir.path());
-            cmd.spawn().unwrap()
-        },
-        TIMEOUT,
-    );
+    let run = run_bin(&["demo", "--once", "--dir"], |cmd| {
+        cmd.arg(dir.path());
+    });
     run.assert_code(2);
     assert!(run.stderr.contains("not empty"), "{}", run.stderr);
     assert_eq!(
@@ -195,16 +164,8 @@ fn retry_of_a_local_dead_letter_reaches_a_running_daemon() {
     env.write("clash/a.txt", b"text");
     env.write("clash/a.json", br#"{"json": true}"#);
     env.config("", r#"poll_interval = "200ms""#);
-    let log_path = env.root().join("daemon.log");
-    let mut cmd = bin();
-    cmd.arg("--config")
-        .arg(env.root().join("config.toml"))
-        .arg("run")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap());
-    let mut daemon = cmd.spawn().unwrap();
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let dead = crate::harness::wait_until(TIMEOUT, || log().contains("dead letter"));
+    let daemon = Daemon::start(&env);
+    let dead = daemon.wait_log(TIMEOUT, |l| l.contains("dead letter"));
 
     // The operator renames one file and retries.
     std::fs::rename(
@@ -220,10 +181,8 @@ fn retry_of_a_local_dead_letter_reaches_a_running_daemon() {
                 .is_some_and(|b| b.iter().any(|b| b["key_prefix"] == format!("/{name}")))
         })
     };
-    let both = crate::harness::wait_until(TIMEOUT, || sent("a.txt") && sent("b.json"));
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
-    assert!(dead, "no dead letter for the clash:\n{}", log());
+    let both = wait_until(TIMEOUT, || sent("a.txt") && sent("b.json"));
+    assert!(dead, "no dead letter for the clash:\n{}", daemon.log());
     retried.assert_code(0);
-    assert!(both, "the retried group was not rebuilt:\n{}", log());
+    assert!(both, "the retried group was not rebuilt:\n{}", daemon.log());
 }

@@ -12,22 +12,17 @@
 //! and reloads; a `ready_marker` holds its group back and is never uploaded.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use mixpeek_mock::{MockConfig, RecordedObject};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use serde_json::Value;
+use nix::sys::signal::Signal;
 
-use crate::harness::{BUCKET, Env, KEY, TIMEOUT, bin, create_requests, wait_until};
+use crate::harness::{
+    BUCKET, Config, Daemon, Env, TIMEOUT, Watch, blob_bytes, blob_key, blobs, count_by_prefix,
+    create_requests, key_prefix, tail, wait_until,
+};
 
 const PDF: &[u8] = include_bytes!("../../assets/demo/content.pdf");
 
@@ -38,266 +33,14 @@ const ARCHIVE: &str = "archive";
 /// short enough to keep "nothing else arrives" checks cheap.
 const QUIET: Duration = Duration::from_secs(2);
 
-// ---------------------------------------------------------------------------
-// The daemon as a child process
-// ---------------------------------------------------------------------------
-
-/// `mixpeek-ingest --config <root>/config.toml run`, with its stderr collected
-/// as it comes so tests can wait for log lines. Dropping it kills the process
-/// (and prints its log when the test is failing).
-struct Daemon {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Daemon {
-    fn start(env: &Env) -> Daemon {
-        let mut child = bin()
-            .arg("--config")
-            .arg(env.root().join("config.toml"))
-            .arg("run")
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut readers = Vec::new();
-        let err_pipe = child.stderr.take().unwrap();
-        readers.push(drain(err_pipe, Some(Arc::clone(&stderr))));
-        // stdout is drained too, so a chatty daemon never blocks on a full pipe.
-        let out_pipe = child.stdout.take().unwrap();
-        readers.push(drain(out_pipe, None));
-        Daemon {
-            child,
-            stderr,
-            readers,
-        }
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.id()).unwrap())
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(self.pid(), signal).unwrap();
-    }
-
-    /// Everything the daemon logged so far.
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Length of the log so far: a mark for [`Daemon::wait_log`].
-    fn log_mark(&self) -> usize {
-        self.stderr.lock().unwrap().len()
-    }
-
-    /// Waits until a line logged after `mark` satisfies `matches`.
-    fn wait_log(&self, mark: usize, timeout: Duration, matches: impl Fn(&str) -> bool) -> bool {
-        self.wait_for(timeout, || {
-            let log = self.stderr.lock().unwrap();
-            log.get(mark..).is_some_and(|new| new.lines().any(&matches))
-        })
-    }
-
-    /// Waits until `condition` holds; gives up early when the daemon died, as
-    /// nothing it was expected to do can happen any more.
-    fn wait_for(&self, timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-        let mut met = false;
-        wait_until(timeout, || {
-            met = condition();
-            met || !self.alive()
-        });
-        met
-    }
-
-    /// Not exited. Works on `&self`: an exited child stays a zombie until
-    /// it is waited for.
-    fn alive(&self) -> bool {
-        proc_state(self.pid()).is_some_and(|state| state != 'Z' && state != 'X')
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Waits for the process to exit and returns its exit code; a hang or a
-    /// death by signal fails the test with the log.
-    fn wait_exit(&mut self, timeout: Duration) -> i32 {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit within {timeout:?}; stderr:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        status.code().unwrap_or_else(|| {
-            panic!(
-                "the daemon died by a signal ({status}); stderr:\n{}",
-                self.log()
-            )
-        })
-    }
-
-    /// SIGTERM, then asserts a clean exit within `timeout`.
-    #[track_caller]
-    fn stop(&mut self, timeout: Duration) {
-        self.signal(Signal::SIGTERM);
-        let code = self.wait_exit(timeout);
-        assert_eq!(code, 0, "exit code after SIGTERM; stderr:\n{}", self.log());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- daemon stderr ---\n{}", self.log());
-        }
-    }
-}
-
-/// Reads `pipe` to its end, appending to `sink` when given.
-fn drain(mut pipe: impl Read + Send + 'static, sink: Option<Arc<Mutex<String>>>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        loop {
-            match pipe.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if let Some(sink) = &sink {
-                        sink.lock()
-                            .unwrap()
-                            .push_str(&String::from_utf8_lossy(&buf[..n]));
-                    }
-                }
-            }
-        }
-    })
-}
-
-/// The scheduler state of `pid` from `/proc/<pid>/stat` (`T` when stopped).
-fn proc_state(pid: Pid) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: the state follows
-    // the last `)`.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
-// ---------------------------------------------------------------------------
-// Configuration
-// ---------------------------------------------------------------------------
-
-/// One `[[watch]]` table for `<root>/<dir>`. `extra` is appended as is.
-fn watch_block(
-    env: &Env,
-    dir: &str,
-    bucket: &str,
-    key_prefix: &str,
-    settle: &str,
-    extra: &str,
-) -> String {
-    format!(
-        r#"
-[[watch]]
-path = "{root}/{dir}"
-bucket = "{bucket}"
-key_prefix = "{key_prefix}"
-settle = "{settle}"
-rescan_interval = "1h"
-{extra}
-"#,
-        root = env.root().display(),
-    )
-}
-
-/// The usual single watch on `drop/` into [`BUCKET`] under `/documents`.
-fn drop_watch(env: &Env, settle: &str, extra: &str) -> String {
-    watch_block(env, "drop", BUCKET, "/documents", settle, extra)
-}
-
-/// Writes `<root>/config.toml` as the harness does (emulator, key file, fast
-/// retries, debug log), with `top` before the first table, `api_extra` in
-/// `[api]` and the given `[[watch]]` tables.
-fn write_config(env: &Env, top: &str, api_extra: &str, watches: &[String]) -> PathBuf {
-    let key_file = env.root().join("api_key");
-    std::fs::write(&key_file, KEY).unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let text = format!(
-        r#"{top}
-
-[api]
-base_url = "{url}"
-api_key_file = "{root}/api_key"
-timeout = "10s"
-{api_extra}
-
-[retry]
-initial = "100ms"
-max = "2s"
-
-[state]
-dir = "{root}/state"
-
-[log]
-level = "debug"
-{watches}"#,
-        url = env.server.base_url(),
-        root = env.root().display(),
-        watches = watches.concat(),
-    );
-    let path = env.root().join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    // Not world-readable, so the log holds no warning about it.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
+/// The usual watch on `drop/`, never rescanned periodically within a test.
+fn drop_watch() -> Watch {
+    Watch::documents().no_periodic_rescan()
 }
 
 // ---------------------------------------------------------------------------
 // Reading what the emulator recorded
 // ---------------------------------------------------------------------------
-
-fn key_prefix(object: &RecordedObject) -> &str {
-    object.body["key_prefix"].as_str().unwrap()
-}
-
-fn blobs(object: &RecordedObject) -> &[Value] {
-    object.body["blobs"].as_array().unwrap()
-}
-
-fn blob_key(blob: &Value) -> &str {
-    blob["key_prefix"].as_str().unwrap()
-}
-
-/// The bytes a blob carries: a text file's text, or inline base64.
-fn blob_bytes(blob: &Value) -> Vec<u8> {
-    match &blob["data"] {
-        Value::String(text) => text.clone().into_bytes(),
-        Value::Object(inline) if inline.contains_key("base64") => {
-            STANDARD.decode(inline["base64"].as_str().unwrap()).unwrap()
-        }
-        other => panic!("blob data is neither text nor inline base64: {other}"),
-    }
-}
-
-/// Accepted objects per object `key_prefix`.
-fn count_by_prefix(objects: &[RecordedObject]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for object in objects {
-        *counts.entry(key_prefix(object).to_owned()).or_insert(0) += 1;
-    }
-    counts
-}
 
 /// The objects accepted for `prefix`.
 fn objects_for(env: &Env, prefix: &str) -> Vec<RecordedObject> {
@@ -320,6 +63,29 @@ fn delivered_lines(log: &str) -> usize {
             line.split_whitespace().any(|t| t == "delivered") && line.contains("key_prefix=")
         })
         .count()
+}
+
+/// Asserts that no second object arrives within [`QUIET`].
+#[track_caller]
+fn assert_no_second_object(env: &Env) {
+    assert!(
+        !wait_until(QUIET, || env.server.objects().len() > 1),
+        "delivered more than once: {:?}",
+        count_by_prefix(&env.server.objects())
+    );
+}
+
+/// Asserts that no create request body holds `text`; `what` says what that
+/// would mean.
+#[track_caller]
+fn assert_no_request_contains(env: &Env, text: &str, what: &str) {
+    for request in create_requests(&env.server) {
+        assert!(
+            !request.body.to_string().contains(text),
+            "{what}: {}",
+            request.body
+        );
+    }
 }
 
 /// Writes `chunks` to `path` one after the other, `gap` apart, through one
@@ -347,7 +113,7 @@ fn write_slowly(path: &Path, chunks: &[&[u8]], gap: Duration) -> Instant {
 #[test]
 fn a_file_written_slowly_is_delivered_once_with_its_final_content() {
     let env = Env::new();
-    write_config(&env, "", "", &[drop_watch(&env, "1s", "")]);
+    Config::new().watch(drop_watch().settle("1s")).write(&env);
     let daemon = Daemon::start(&env);
 
     let chunks: Vec<Vec<u8>> = (0..10)
@@ -365,11 +131,7 @@ fn a_file_written_slowly_is_delivered_once_with_its_final_content() {
         "not delivered; stderr:\n{}",
         daemon.log()
     );
-    assert!(
-        !wait_until(QUIET, || env.server.objects().len() > 1),
-        "delivered more than once: {:?}",
-        count_by_prefix(&env.server.objects())
-    );
+    assert_no_second_object(&env);
     let objects = env.server.objects();
     let object = &objects[0];
     assert_eq!(key_prefix(object), "/documents/slow");
@@ -394,16 +156,12 @@ fn a_large_copy_is_sent_once_and_only_after_cp_finished() {
     let env = Env::new();
     // A longer settle: writeback may pause a 200 MiB copy for a moment, and a
     // pause longer than settle would rightly count as "complete".
-    write_config(
-        &env,
-        "",
-        r#"dialect = "objects-create""#,
-        &[drop_watch(
-            &env,
-            "2s",
+    Config::new()
+        .api(r#"dialect = "objects-create""#)
+        .watch(drop_watch().settle("2s").with(
             "delivery = \"url\"\nurl_template = \"https://cdn.example.com/drop{key_prefix}/{file_name}\"",
-        )],
-    );
+        ))
+        .write(&env);
 
     // The source lives outside the drop tree, written in 1 MiB blocks.
     let source = env.root().join("movie.mp4");
@@ -436,10 +194,7 @@ fn a_large_copy_is_sent_once_and_only_after_cp_finished() {
         "not delivered; stderr:\n{}",
         daemon.log()
     );
-    assert!(
-        !wait_until(QUIET, || env.server.objects().len() > 1),
-        "delivered more than once"
-    );
+    assert_no_second_object(&env);
     for request in create_requests(&env.server) {
         assert!(
             request.received_at >= copied,
@@ -467,7 +222,7 @@ fn a_large_copy_is_sent_once_and_only_after_cp_finished() {
 #[test]
 fn a_part_file_renamed_into_place_is_delivered_under_its_final_name() {
     let env = Env::new();
-    write_config(&env, "", "", &[drop_watch(&env, "200ms", "")]);
+    Config::new().watch(drop_watch()).write(&env);
     let daemon = Daemon::start(&env);
 
     // Gaps longer than settle: only the name keeps the daemon off the .part file.
@@ -485,33 +240,20 @@ fn a_part_file_renamed_into_place_is_delivered_under_its_final_name() {
         "not delivered; stderr:\n{}",
         daemon.log()
     );
-    assert!(
-        !wait_until(QUIET, || env.server.objects().len() > 1),
-        "delivered more than once: {:?}",
-        count_by_prefix(&env.server.objects())
-    );
+    assert_no_second_object(&env);
     let objects = env.server.objects();
     let keys: Vec<&str> = blobs(&objects[0]).iter().map(blob_key).collect();
     assert_eq!(keys, ["/name.pdf"]);
     assert_eq!(blob_bytes(&blobs(&objects[0])[0]), PDF);
-    for request in create_requests(&env.server) {
-        assert!(
-            !request.body.to_string().contains(".part"),
-            "a request named the temporary file: {}",
-            request.body
-        );
-    }
+    assert_no_request_contains(&env, ".part", "a request named the temporary file");
 }
 
 #[test]
 fn a_ready_marker_holds_the_group_until_it_appears() {
     let env = Env::new();
-    write_config(
-        &env,
-        "",
-        "",
-        &[drop_watch(&env, "200ms", r#"ready_marker = "_READY""#)],
-    );
+    Config::new()
+        .watch(drop_watch().with(r#"ready_marker = "_READY""#))
+        .write(&env);
     let daemon = Daemon::start(&env);
 
     env.write("g/one.txt", b"first");
@@ -537,28 +279,18 @@ fn a_ready_marker_holds_the_group_until_it_appears() {
         latency < Duration::from_secs(5),
         "delivered {latency:?} after the marker appeared"
     );
-    assert!(
-        !wait_until(QUIET, || env.server.objects().len() > 1),
-        "delivered more than once: {:?}",
-        count_by_prefix(&env.server.objects())
-    );
+    assert_no_second_object(&env);
     let objects = env.server.objects();
     assert_eq!(key_prefix(&objects[0]), "/documents/g");
     let keys: BTreeSet<&str> = blobs(&objects[0]).iter().map(blob_key).collect();
     assert_eq!(keys, BTreeSet::from(["/one.txt", "/two.txt"]));
-    for request in create_requests(&env.server) {
-        assert!(
-            !request.body.to_string().contains("_READY"),
-            "the marker was uploaded: {}",
-            request.body
-        );
-    }
+    assert_no_request_contains(&env, "_READY", "the marker was uploaded");
 }
 
 #[test]
 fn files_dropped_while_stopped_are_delivered_at_start_and_nothing_is_resent() {
     let env = Env::new();
-    write_config(&env, "", "", &[drop_watch(&env, "200ms", "")]);
+    Config::new().watch(drop_watch()).write(&env);
     let mut daemon = Daemon::start(&env);
     env.write("a/one.txt", b"delivered in the first run");
     assert!(
@@ -611,12 +343,10 @@ fn an_event_queue_overflow_loses_nothing() {
     let files = (max_queued + 1000).min(20_000);
 
     let env = Env::new();
-    write_config(
-        &env,
-        "",
-        r#"dialect = "objects""#,
-        &[drop_watch(&env, "200ms", "")],
-    );
+    Config::new()
+        .api(r#"dialect = "objects""#)
+        .watch(drop_watch())
+        .write(&env);
     // The directories exist (and are watched) before the daemon is paused:
     // files created in them then raise events that pile up in the queue.
     for d in 0..DIRS {
@@ -632,7 +362,7 @@ fn an_event_queue_overflow_loses_nothing() {
 
     daemon.signal(Signal::SIGSTOP);
     assert!(
-        wait_until(TIMEOUT, || proc_state(daemon.pid()) == Some('T')),
+        wait_until(TIMEOUT, || daemon.is_stopped()),
         "the daemon did not stop"
     );
     let mut expected = BTreeSet::new();
@@ -689,12 +419,9 @@ fn an_event_queue_overflow_loses_nothing() {
 #[test]
 fn polling_mode_delivers_a_dropped_file() {
     let env = Env::new();
-    write_config(
-        &env,
-        "",
-        "",
-        &[drop_watch(&env, "200ms", r#"poll_interval = "200ms""#)],
-    );
+    Config::new()
+        .watch(drop_watch().with(r#"poll_interval = "200ms""#))
+        .write(&env);
     let daemon = Daemon::start(&env);
     env.write("polled/file.txt", b"found by polling");
     assert!(
@@ -717,12 +444,11 @@ fn sigterm_mid_burst_exits_cleanly_and_the_rest_goes_after_restart() {
     const GROUPS: usize = 200;
     let env = Env::new();
     // One request per object, so the burst takes a while.
-    write_config(
-        &env,
-        r#"shutdown_grace = "5s""#,
-        "dialect = \"objects-create\"\nmax_in_flight = 2",
-        &[drop_watch(&env, "200ms", "")],
-    );
+    Config::new()
+        .top(r#"shutdown_grace = "5s""#)
+        .api("dialect = \"objects-create\"\nmax_in_flight = 2")
+        .watch(drop_watch())
+        .write(&env);
     let body = "y".repeat(64 * 1024);
     for g in 0..GROUPS {
         env.write(&format!("g{g:03}/doc.txt"), format!("{g}{body}").as_bytes());
@@ -791,10 +517,10 @@ fn sighup_reloads_watches_and_keeps_the_old_config_when_the_new_one_is_invalid()
             .with_bucket(ARCHIVE),
     );
     std::fs::create_dir(env.root().join("drop2")).unwrap();
-    let first = drop_watch(&env, "200ms", "");
-    let second = |extra: &str| watch_block(&env, "drop2", ARCHIVE, "/second", "200ms", extra);
-    let api = r#"dialect = "objects-create""#;
-    write_config(&env, "", api, std::slice::from_ref(&first));
+    let first = drop_watch();
+    let second = Watch::new("drop2", ARCHIVE, "/second").no_periodic_rescan();
+    let config = Config::new().api(r#"dialect = "objects-create""#);
+    config.clone().watch(first.clone()).write(&env);
     let mut daemon = Daemon::start(&env);
     env.write("before/a.txt", b"before the reload");
     assert!(
@@ -804,7 +530,11 @@ fn sighup_reloads_watches_and_keeps_the_old_config_when_the_new_one_is_invalid()
     );
 
     // A second watch, added without a restart.
-    write_config(&env, "", api, &[first.clone(), second("")]);
+    config
+        .clone()
+        .watch(first.clone())
+        .watch(second.clone())
+        .write(&env);
     daemon.signal(Signal::SIGHUP);
     std::fs::create_dir_all(env.root().join("drop2/added")).unwrap();
     std::fs::write(env.root().join("drop2/added/b.txt"), b"in the new watch").unwrap();
@@ -817,13 +547,17 @@ fn sighup_reloads_watches_and_keeps_the_old_config_when_the_new_one_is_invalid()
     assert!(daemon.is_running());
 
     // An invalid config is logged and changes nothing.
-    let broken = first.replace(r#"settle = "200ms""#, r#"settle = "soon""#);
+    let broken = first.clone().settle("soon");
     assert_ne!(broken, first);
-    write_config(&env, "", api, &[broken, second("")]);
+    config
+        .clone()
+        .watch(broken)
+        .watch(second.clone())
+        .write(&env);
     let mark = daemon.log_mark();
     daemon.signal(Signal::SIGHUP);
     assert!(
-        daemon.wait_log(mark, TIMEOUT, |l| l.contains("soon")),
+        daemon.wait_log_since(mark, TIMEOUT, |l| l.contains("soon")),
         "the config error was not logged; stderr:\n{}",
         daemon.log()
     );
@@ -841,7 +575,9 @@ fn sighup_reloads_watches_and_keeps_the_old_config_when_the_new_one_is_invalid()
 
     // A removed watch stops taking files. The reload is seen taking effect
     // through a metadata value only the new config sets.
-    write_config(&env, "", api, &[second("metadata = { generation = 3 }")]);
+    config
+        .watch(second.with("metadata = { generation = 3 }"))
+        .write(&env);
     daemon.signal(Signal::SIGHUP);
     let mut probe = 0;
     let reloaded = daemon.wait_for(TIMEOUT, || {
@@ -872,10 +608,4 @@ fn sighup_reloads_watches_and_keeps_the_old_config_when_the_new_one_is_invalid()
         .filter(|(_, n)| *n > 1)
         .collect();
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
-}
-
-/// The last `n` lines of `log`, for failure messages that stay readable.
-fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

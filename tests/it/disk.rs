@@ -3,9 +3,9 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::harness::{Env, TIMEOUT, bin, wait_until};
+use crate::harness::{Daemon, Env, TIMEOUT};
 
 /// Unmounts the test's tmpfs even when the test fails.
 struct Mount(PathBuf);
@@ -43,16 +43,8 @@ fn a_full_state_disk_holds_work_and_resumes_when_space_returns() {
 
     env.write("first/a.txt", b"before the disk filled");
     env.config("", "");
-    let log_path = env.root().join("daemon.log");
-    let mut cmd = bin();
-    cmd.arg("--config")
-        .arg(env.root().join("config.toml"))
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap());
-    let mut daemon = cmd.spawn().unwrap();
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(env.server.wait_for_objects(1, TIMEOUT), "{}", log());
+    let mut daemon = Daemon::start(&env);
+    assert!(env.server.wait_for_objects(1, TIMEOUT), "{}", daemon.log());
 
     // Fill the state disk to the last byte.
     let filler = state.join("filler");
@@ -67,15 +59,11 @@ fn a_full_state_disk_holds_work_and_resumes_when_space_returns() {
 
     env.write("second/b.txt", b"while the disk was full");
     assert!(
-        wait_until(TIMEOUT, || log().contains("state disk full or read-only")),
+        daemon.wait_log(TIMEOUT, |l| l.contains("state disk full or read-only")),
         "no clear error:\n{}",
-        log()
+        daemon.log()
     );
-    assert!(
-        daemon.try_wait().unwrap().is_none(),
-        "the daemon died:\n{}",
-        log()
-    );
+    assert!(daemon.is_running(), "the daemon died:\n{}", daemon.log());
     assert_eq!(
         env.server.objects().len(),
         1,
@@ -86,18 +74,11 @@ fn a_full_state_disk_holds_work_and_resumes_when_space_returns() {
     assert!(
         env.server.wait_for_objects(2, TIMEOUT),
         "did not resume once space returned:\n{}",
-        log()
+        daemon.log()
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(daemon.wait().unwrap().success(), "{}", log());
+    daemon.stop(TIMEOUT);
 
-    let status = env.run(&["status", "--json"]);
-    status.assert_code(0);
-    let summary: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let summary = env.status();
     assert_eq!(summary["counts"]["delivered"], 2, "{summary}");
     assert_eq!(summary["counts"]["pending"], 0, "{summary}");
 }

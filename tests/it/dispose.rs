@@ -2,7 +2,7 @@
 //! recorded, a crash in between redoes the disposal and never the delivery
 //! (SPEC §2, promise 4), and a move never overwrites.
 
-use crate::harness::Env;
+use crate::harness::{Env, FAILPOINT};
 
 /// A group with a sidecar and a ready marker, which go with it.
 fn lay_out(env: &Env) {
@@ -56,7 +56,7 @@ fn a_crash_between_record_and_disposal_redoes_the_disposal_only() {
     lay_out(&env);
     env.config("", "ready_marker = \"_READY\"\nafter_delivery = \"delete\"");
     let crashed = env.run_with(&["once"], |cmd| {
-        cmd.env("MIXPEEK_INGEST_FAILPOINT", "after-record");
+        cmd.env(FAILPOINT, "after-record");
     });
     assert_ne!(
         crashed.code, 0,

@@ -13,27 +13,21 @@
 //! and whatever is delivered was found by the start scan or an OS event.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use mixpeek_mock::{Fault, Outage, RecordedObject, RecordedRequest};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use rstest::rstest;
-use serde_json::Value;
 
-use crate::harness::{Env, TIMEOUT, bin, create_requests, wait_until};
-
-/// The variable that makes a debug build abort at a named point.
-const FAILPOINT: &str = "MIXPEEK_INGEST_FAILPOINT";
+use crate::harness::{
+    Config, Daemon, Env, FAILPOINT, TIMEOUT, Watch, blob_bytes, blob_key, blobs, count_by_prefix,
+    create_requests, key_prefix, tail, wait_until,
+};
 
 /// Requests the daemon may have in flight: the duplicate bound of the kill
 /// storm is `kills × MAX_IN_FLIGHT`, so it is kept small.
@@ -43,173 +37,17 @@ const MAX_IN_FLIGHT: usize = 2;
 /// loaded machine, short enough to keep "nothing else arrives" checks cheap.
 const QUIET: Duration = Duration::from_secs(2);
 
-/// `[api]` lines for every test: one object per request, few in flight.
-fn api_extra() -> String {
-    format!("dialect = \"objects-create\"\nmax_in_flight = {MAX_IN_FLIGHT}")
-}
-
-/// `[[watch]]` lines for every test: no periodic rescan within a test.
-const WATCH_EXTRA: &str = r#"rescan_interval = "1h""#;
-
-// ---------------------------------------------------------------------------
-// The binary as a child process
-// ---------------------------------------------------------------------------
-
-/// `mixpeek-ingest --config <root>/config.toml <command>`, with its stderr
-/// collected as it comes. Dropping it kills the process (and prints its log
-/// when the test is failing).
-struct Daemon {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Daemon {
-    /// `run`, without a failpoint.
-    fn run(env: &Env) -> Daemon {
-        Daemon::start(env, "run", None)
-    }
-
-    fn start(env: &Env, command: &str, failpoint: Option<&str>) -> Daemon {
-        let mut cmd = bin();
-        cmd.arg("--config")
-            .arg(env.root().join("config.toml"))
-            .arg(command)
-            .env_remove(FAILPOINT);
-        if let Some(point) = failpoint {
-            cmd.env(FAILPOINT, point);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            drain(child.stderr.take().unwrap(), Some(Arc::clone(&stderr))),
-            // Drained too, so a chatty process never blocks on a full pipe.
-            drain(child.stdout.take().unwrap(), None),
-        ];
-        Daemon {
-            child,
-            stderr,
-            readers,
-        }
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(i32::try_from(self.child.id()).unwrap())
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn exited(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_some()
-    }
-
-    /// Waits until `condition` holds; gives up early when the process
-    /// exited, as nothing it was expected to do can happen any more.
-    fn wait_for(&mut self, timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-        let mut met = false;
-        wait_until(timeout, || {
-            met = condition();
-            met || self.exited()
-        });
-        met
-    }
-
-    /// Waits for the process to end, however it ends; a hang fails the test.
-    fn wait_status(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the process did not exit within {timeout:?}; stderr:\n{}",
-                tail(&self.log(), 40)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL, and waits until the process is gone (so its state-directory
-    /// lock is released before the next start).
-    #[track_caller]
-    fn kill(&mut self) {
-        assert!(
-            !self.exited(),
-            "the daemon exited before it was killed; stderr:\n{}",
-            tail(&self.log(), 40)
-        );
-        kill(self.pid(), Signal::SIGKILL).unwrap();
-        let status = self.wait_status(TIMEOUT);
-        assert_eq!(status.signal(), Some(Signal::SIGKILL as i32), "{status}");
-    }
-
-    /// SIGTERM, then asserts a clean exit.
-    #[track_caller]
-    fn stop(&mut self) {
-        kill(self.pid(), Signal::SIGTERM).unwrap();
-        let status = self.wait_status(TIMEOUT);
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "exit after SIGTERM: {status}; stderr:\n{}",
-            tail(&self.log(), 40)
-        );
-    }
-
-    /// CPU time the process used so far (user + system).
-    fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // The command name is in parentheses and may hold spaces; utime and
-        // stime are fields 14 and 15, the 12th and 13th after the `)`.
-        let fields: Vec<u64> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .map(|f| f.parse().unwrap())
-            .collect();
-        // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
-        Duration::from_millis((fields[0] + fields[1]) * 10)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- daemon stderr (tail) ---\n{}", tail(&self.log(), 80));
-        }
-    }
-}
-
-/// Reads `pipe` to its end, appending to `sink` when given.
-fn drain(mut pipe: impl Read + Send + 'static, sink: Option<Arc<Mutex<String>>>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        loop {
-            match pipe.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if let Some(sink) = &sink {
-                        sink.lock()
-                            .unwrap()
-                            .push_str(&String::from_utf8_lossy(&buf[..n]));
-                    }
-                }
-            }
-        }
-    })
+/// An env configured as every test here wants it: one object per request,
+/// few in flight, and no periodic rescan within a test.
+fn env() -> Env {
+    let env = Env::new();
+    Config::new()
+        .api(&format!(
+            "dialect = \"objects-create\"\nmax_in_flight = {MAX_IN_FLIGHT}"
+        ))
+        .watch(Watch::documents().no_periodic_rescan())
+        .write(&env);
+    env
 }
 
 /// Lets a fault last for `phase`. The length of an outage is the stimulus
@@ -217,12 +55,6 @@ fn drain(mut pipe: impl Read + Send + 'static, sink: Option<Arc<Mutex<String>>>)
 /// with [`wait_until`].
 fn hold(phase: Duration) {
     std::thread::sleep(phase);
-}
-
-/// The last `n` lines of `log`, for failure messages that stay readable.
-fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 // ---------------------------------------------------------------------------
@@ -287,38 +119,6 @@ impl Producer {
     }
 }
 
-fn key_prefix(object: &RecordedObject) -> &str {
-    object.body["key_prefix"].as_str().unwrap()
-}
-
-fn blobs(object: &RecordedObject) -> &[Value] {
-    object.body["blobs"].as_array().unwrap()
-}
-
-fn blob_key(blob: &Value) -> &str {
-    blob["key_prefix"].as_str().unwrap()
-}
-
-/// The bytes a blob carries: a text file's text, or inline base64.
-fn blob_bytes(blob: &Value) -> Vec<u8> {
-    match &blob["data"] {
-        Value::String(text) => text.clone().into_bytes(),
-        Value::Object(inline) if inline.contains_key("base64") => {
-            STANDARD.decode(inline["base64"].as_str().unwrap()).unwrap()
-        }
-        other => panic!("blob data is neither text nor inline base64: {other}"),
-    }
-}
-
-/// Accepted objects per object `key_prefix`.
-fn count_by_prefix(objects: &[RecordedObject]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for object in objects {
-        *counts.entry(key_prefix(object).to_owned()).or_insert(0) += 1;
-    }
-    counts
-}
-
 /// Create requests per object `key_prefix`, in arrival order.
 fn requests_by_prefix(requests: &[RecordedRequest]) -> BTreeMap<String, Vec<&RecordedRequest>> {
     let mut by_prefix: BTreeMap<String, Vec<&RecordedRequest>> = BTreeMap::new();
@@ -327,13 +127,6 @@ fn requests_by_prefix(requests: &[RecordedRequest]) -> BTreeMap<String, Vec<&Rec
         by_prefix.entry(prefix).or_default().push(request);
     }
     by_prefix
-}
-
-/// `status --json`, parsed.
-fn status(env: &Env) -> Value {
-    let run = env.run(&["status", "--json"]);
-    run.assert_code(0);
-    serde_json::from_str(&run.stdout).unwrap()
 }
 
 /// Asserts the conservation laws over everything the emulator accepted:
@@ -371,6 +164,17 @@ fn assert_conserved(objects: &[RecordedObject], groups: &[Group]) {
     assert!(missing.is_empty(), "files never delivered: {missing:?}");
 }
 
+/// [`assert_conserved`], and each group in exactly one accepted object.
+#[track_caller]
+fn assert_delivered_once(objects: &[RecordedObject], groups: &[Group]) {
+    assert_conserved(objects, groups);
+    let counts = count_by_prefix(objects);
+    assert!(
+        counts.len() == groups.len() && counts.values().all(|n| *n == 1),
+        "each object exactly once: {counts:?}"
+    );
+}
+
 /// SplitMix64: a tiny deterministic generator, so a failing kill schedule
 /// can be replayed from its seed.
 struct SplitMix64(u64);
@@ -398,14 +202,13 @@ impl SplitMix64 {
 fn a_kill_storm_loses_nothing_and_duplicates_at_most_what_was_in_flight() {
     const KILLS: usize = 20;
     const SEED: u64 = 0x6d69_7870_6565_6b21;
-    let env = Env::new();
-    env.config(&api_extra(), WATCH_EXTRA);
+    let env = env();
     let producer = Producer::start(env.root().to_owned(), Duration::from_millis(50));
 
     let mut rng = SplitMix64(SEED);
     let mut schedule = Vec::new();
     for _ in 0..KILLS {
-        let mut daemon = Daemon::run(&env);
+        let mut daemon = Daemon::start(&env);
         let lifetime = Duration::from_millis(rng.between(100, 700));
         schedule.push(lifetime);
         // The kill schedule is the fault under test: a random moment of the
@@ -422,13 +225,13 @@ fn a_kill_storm_loses_nothing_and_duplicates_at_most_what_was_in_flight() {
         "no object was accepted during the storm (seed {SEED:#x}, schedule {schedule:?})"
     );
 
-    let mut daemon = Daemon::run(&env);
+    let mut daemon = Daemon::start(&env);
     let all_delivered = || {
         let counts = count_by_prefix(&env.server.objects());
         groups.iter().all(|g| counts.contains_key(&g.prefix))
     };
     let quiet = daemon.wait_for(TIMEOUT, || {
-        all_delivered() && status(&env)["counts"]["pending"] == 0
+        all_delivered() && env.status()["counts"]["pending"] == 0
     });
     let counts = count_by_prefix(&env.server.objects());
     assert!(
@@ -436,7 +239,7 @@ fn a_kill_storm_loses_nothing_and_duplicates_at_most_what_was_in_flight() {
         "{} of {} groups delivered after the storm, status {} (seed {SEED:#x})",
         counts.len(),
         groups.len(),
-        status(&env)
+        env.status()
     );
 
     let objects = env.server.objects();
@@ -448,7 +251,7 @@ fn a_kill_storm_loses_nothing_and_duplicates_at_most_what_was_in_flight() {
          (seed {SEED:#x}, schedule {schedule:?}): {:?}",
         counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
     );
-    let summary = status(&env);
+    let summary = env.status();
     assert_eq!(summary["counts"]["dead"], 0, "{summary}");
     assert_eq!(
         summary["counts"]["delivered"],
@@ -463,7 +266,7 @@ fn a_kill_storm_loses_nothing_and_duplicates_at_most_what_was_in_flight() {
             .contains_key(&fresh.prefix)),
         "a group dropped after the storm was not delivered"
     );
-    daemon.stop();
+    daemon.stop(TIMEOUT);
     let mut everything = groups;
     everything.push(fresh);
     assert_conserved(&env.server.objects(), &everything);
@@ -488,11 +291,12 @@ fn a_crash_at_each_point_loses_nothing_and_resends_only_the_unrecorded(
     #[case] sent_before_crash: usize,
     #[case] max_objects: usize,
 ) {
-    let env = Env::new();
-    env.config(&api_extra(), WATCH_EXTRA);
+    let env = env();
     let group = drop_group(env.root(), "crash");
 
-    let mut crashing = Daemon::start(&env, "once", Some(point));
+    let mut crashing = Daemon::start_with(&env, &["once"], |cmd| {
+        cmd.env(FAILPOINT, point);
+    });
     let status_code = crashing.wait_status(TIMEOUT);
     let log = crashing.log();
     assert_eq!(
@@ -524,7 +328,7 @@ fn a_crash_at_each_point_loses_nothing_and_resends_only_the_unrecorded(
         objects.len()
     );
     assert_conserved(&objects, std::slice::from_ref(&group));
-    let summary = status(&env);
+    let summary = env.status();
     assert_eq!(summary["counts"]["delivered"], 1, "{point}: {summary}");
     assert_eq!(summary["counts"]["pending"], 0, "{point}: {summary}");
     assert_eq!(summary["counts"]["dead"], 0, "{point}: {summary}");
@@ -543,10 +347,9 @@ fn a_crash_at_each_point_loses_nothing_and_resends_only_the_unrecorded(
 fn an_outage_delays_delivery_without_a_busy_loop_and_loses_nothing() {
     const GROUPS: usize = 5;
     const PHASE: Duration = Duration::from_secs(3);
-    let env = Env::new();
-    env.config(&api_extra(), WATCH_EXTRA);
+    let env = env();
     env.server.set_outage(Some(Outage::Status(503)));
-    let mut daemon = Daemon::run(&env);
+    let mut daemon = Daemon::start(&env);
     let groups: Vec<Group> = (0..GROUPS)
         .map(|g| drop_group(env.root(), &format!("o{g}")))
         .collect();
@@ -596,7 +399,7 @@ fn an_outage_delays_delivery_without_a_busy_loop_and_loses_nothing() {
     let cpu = daemon.cpu_time().saturating_sub(cpu_before);
     let closed_for = closed.elapsed();
     assert!(
-        !daemon.exited(),
+        daemon.is_running(),
         "the daemon died during the outage; stderr:\n{}",
         tail(&daemon.log(), 40)
     );
@@ -616,15 +419,9 @@ fn an_outage_delays_delivery_without_a_busy_loop_and_loses_nothing() {
         "sent again after delivery: {:?}",
         count_by_prefix(&env.server.objects())
     );
-    let objects = env.server.objects();
-    assert_conserved(&objects, &groups);
-    let counts = count_by_prefix(&objects);
-    assert!(
-        counts.len() == GROUPS && counts.values().all(|n| *n == 1),
-        "each object exactly once: {counts:?}"
-    );
-    daemon.stop();
-    let summary = status(&env);
+    assert_delivered_once(&env.server.objects(), &groups);
+    daemon.stop(TIMEOUT);
+    let summary = env.status();
     assert_eq!(summary["counts"]["delivered"], GROUPS, "{summary}");
     assert_eq!(summary["counts"]["pending"], 0, "{summary}");
 }
@@ -633,8 +430,7 @@ fn an_outage_delays_delivery_without_a_busy_loop_and_loses_nothing() {
 fn a_429_storm_is_waited_out_as_retry_after_says() {
     const GROUPS: usize = 3;
     const REFUSALS: usize = 6;
-    let env = Env::new();
-    env.config(&api_extra(), WATCH_EXTRA);
+    let env = env();
     let groups: Vec<Group> = (0..GROUPS)
         .map(|g| drop_group(env.root(), &format!("r{g}")))
         .collect();
@@ -662,11 +458,5 @@ fn a_429_storm_is_waited_out_as_retry_after_says() {
             }
         }
     }
-    let objects = env.server.objects();
-    assert_conserved(&objects, &groups);
-    let counts = count_by_prefix(&objects);
-    assert!(
-        counts.len() == GROUPS && counts.values().all(|n| *n == 1),
-        "each object exactly once: {counts:?}"
-    );
+    assert_delivered_once(&env.server.objects(), &groups);
 }

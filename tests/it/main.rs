@@ -12,6 +12,8 @@ mod disk;
 mod dispose;
 mod faults;
 mod harness;
+mod notify;
 mod once;
 mod restart;
 mod retry;
+mod systemd;

@@ -29,6 +29,19 @@ fn inline(bytes: &[u8], mime: &str, name: &str) -> Value {
     json!({"base64": STANDARD.encode(bytes), "mime_type": mime, "filename": name})
 }
 
+/// The blobs of `contract-2024/` as both dialects send them, in order;
+/// `details_type` is the dialect's blob type for a JSON file.
+fn contract_blobs(details_type: &str) -> Value {
+    json!([
+        {"property": "content", "type": "pdf", "key_prefix": "/content.pdf",
+         "data": inline(PDF, "application/pdf", "content.pdf")},
+        {"property": "details", "type": details_type, "key_prefix": "/details.json",
+         "data": {"num_pages": 5, "title": "Service Agreement 2024"}},
+        {"property": "thumbnail", "type": "image", "key_prefix": "/thumbnail.jpg",
+         "data": inline(JPEG, "image/jpeg", "thumbnail.jpg")},
+    ])
+}
+
 #[test]
 fn objects_create_dialect_sends_the_docs_layout_exactly() {
     let env = Env::new();
@@ -44,14 +57,7 @@ fn objects_create_dialect_sends_the_docs_layout_exactly() {
     assert_eq!(objects[0].dialect, "objects-create");
     let expected = json!({
         "key_prefix": "/documents/contract-2024",
-        "blobs": [
-            {"property": "content", "type": "pdf", "key_prefix": "/content.pdf",
-             "data": inline(PDF, "application/pdf", "content.pdf")},
-            {"property": "details", "type": "json", "key_prefix": "/details.json",
-             "data": {"num_pages": 5, "title": "Service Agreement 2024"}},
-            {"property": "thumbnail", "type": "image", "key_prefix": "/thumbnail.jpg",
-             "data": inline(JPEG, "image/jpeg", "thumbnail.jpg")},
-        ],
+        "blobs": contract_blobs("json"),
         "metadata": {"category": "contracts", "status": "draft", "year": 2024},
         "skip_duplicates": true,
     });
@@ -90,14 +96,7 @@ fn objects_dialect_puts_metadata_at_the_root() {
     assert_eq!(objects[0].dialect, "objects");
     let expected = json!({
         "key_prefix": "/documents/contract-2024",
-        "blobs": [
-            {"property": "content", "type": "pdf", "key_prefix": "/content.pdf",
-             "data": inline(PDF, "application/pdf", "content.pdf")},
-            {"property": "details", "type": "object", "key_prefix": "/details.json",
-             "data": {"num_pages": 5, "title": "Service Agreement 2024"}},
-            {"property": "thumbnail", "type": "image", "key_prefix": "/thumbnail.jpg",
-             "data": inline(JPEG, "image/jpeg", "thumbnail.jpg")},
-        ],
+        "blobs": contract_blobs("object"),
         "skip_duplicates": true,
         "category": "contracts",
         "status": "draft",

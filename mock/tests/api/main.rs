@@ -1,7 +1,14 @@
 //! Black-box tests of the emulator over HTTP: each test starts its own
 //! `MockServer` on a free port and talks to it with a blocking client.
+//! This file holds the helpers and the single-create, fault and binary tests;
+//! the modules hold batch create, uploads, tasks and the quota.
 
 #![allow(clippy::unwrap_used)]
+
+mod batch;
+mod quota;
+mod tasks;
+mod uploads;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -68,7 +75,7 @@ fn objects_body() -> Value {
         "blobs": [
             {"property": "content", "type": "pdf", "key_prefix": "/content.pdf",
              "data": {"base64": "JVBERi0=", "mime_type": "application/pdf", "filename": "content.pdf"}},
-            {"property": "video", "type": "video", "upload_id": "upl_abc-123"}
+            {"property": "video", "type": "video", "data": "https://cdn.example.com/v.mp4"}
         ]
     })
 }
@@ -118,10 +125,7 @@ fn objects_accepts_an_openapi_body_and_answers_an_object(
     assert_eq!(body["key_prefix"], json!("/documents/contract-2024"));
     assert_eq!(body["metadata"], json!({"category": "contracts"}));
     assert_eq!(body["blobs"][0]["property"], json!("content"));
-    assert_eq!(
-        body["blobs"][1]["properties"]["upload_id"],
-        json!("upl_abc-123")
-    );
+    assert_eq!(body["blobs"][1]["type"], json!("video"));
     assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(body.get("task_id").and_then(Value::as_str), task);
 
@@ -130,6 +134,7 @@ fn objects_accepts_an_openapi_body_and_answers_an_object(
     assert_eq!(objects[0].dialect, "objects");
     assert_eq!(objects[0].body, objects_body());
     assert_eq!(objects[0].task_id.as_deref(), task);
+    assert_eq!(objects[0].batch, None);
 }
 
 #[rstest]
@@ -529,8 +534,9 @@ fn tasks_are_found_by_id() {
     assert_eq!(task["status"], json!("COMPLETED"));
     assert_eq!(
         (task["inputs"].clone(), task["outputs"].clone()),
-        (json!([]), json!([]))
+        (json!([]), json!(["obj_1"]))
     );
+    assert_eq!(task["additional_data"]["object_id"], json!("obj_1"));
 
     let (status, missing) = status_and_json(get(&server, "/v1/tasks/task_999"));
     assert_eq!(status, 404);
