@@ -53,11 +53,6 @@ impl Config {
     /// each, so an operator is told instead of silently surprised.
     pub fn not_yet_applied(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.api.requests_per_minute > 0 {
-            out.push(
-                "api.requests_per_minute is not enforced yet; rely on the 429 retries".to_owned(),
-            );
-        }
         if self.api.max_bytes_per_second > 0 {
             out.push(
                 "api.max_bytes_per_second is not enforced yet; uploads are not throttled"

@@ -14,6 +14,7 @@ mod faults;
 mod harness;
 mod notify;
 mod once;
+mod quota;
 mod restart;
 mod retry;
 mod systemd;
