@@ -358,6 +358,34 @@ fn auto_process(query: &HashMap<String, String>) -> Result<bool, FieldError> {
 
 /// Whether the routes of `dialect` are enabled; a disabled one answers 405
 /// with an empty body, before the key is checked.
+/// The checks every bucket route makes first, in the order Mixpeek answers
+/// them: the route exists in this dialect (405, empty body), the key (401),
+/// the bucket (404). Either the bucket's name and schema, or the answer.
+// The error is the HTTP answer itself, returned at once by the handler;
+// boxing it would only add an allocation.
+#[allow(clippy::result_large_err)]
+pub(crate) fn admit_bucket(
+    shared: &Shared,
+    dialect: Dialect,
+    identifier: &str,
+    headers: &HeaderMap,
+) -> Result<(String, Value), Response> {
+    if !dialect_enabled(shared, dialect) {
+        return Err(empty_response(405));
+    }
+    if !authorized(shared, headers) {
+        return Err(json_response(401, &unauthorized()));
+    }
+    find_bucket(shared, identifier)
+        .ok_or_else(|| json_response(404, &not_found("bucket", identifier)))
+}
+
+/// The request's JSON body, or the 422 for a missing or malformed one.
+#[allow(clippy::result_large_err)]
+pub(crate) fn json_body(body: &RequestBody) -> Result<&Value, Response> {
+    body.json().map_err(field_error)
+}
+
 pub(crate) fn dialect_enabled(shared: &Shared, dialect: Dialect) -> bool {
     let dialects = shared.lock().dialects;
     match dialect {
@@ -383,18 +411,13 @@ fn create(
     body: &RequestBody,
     with_task: bool,
 ) -> Response {
-    if !dialect_enabled(shared, dialect) {
-        return empty_response(405);
-    }
-    if !authorized(shared, headers) {
-        return json_response(401, &unauthorized());
-    }
-    let Some((bucket, schema)) = find_bucket(shared, identifier) else {
-        return json_response(404, &not_found("bucket", identifier));
+    let (bucket, schema) = match admit_bucket(shared, dialect, identifier, headers) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
-    let value = match body.json() {
+    let value = match json_body(body) {
         Ok(value) => value,
-        Err(error) => return field_error(error),
+        Err(answer) => return answer,
     };
     let object = match validate_create(dialect, value, &bucket, &schema) {
         Ok(object) => object,
@@ -492,22 +515,17 @@ async fn create_objects_batch(
     headers: HeaderMap,
     Extension(body): Extension<RequestBody>,
 ) -> Response {
-    if !dialect_enabled(&shared, Dialect::Objects) {
-        return empty_response(405);
-    }
+    let (bucket, schema) = match admit_bucket(&shared, Dialect::Objects, &identifier, &headers) {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
     let auto_process = match auto_process(&query) {
         Ok(flag) => flag,
         Err(error) => return field_error(error),
     };
-    if !authorized(&shared, &headers) {
-        return json_response(401, &unauthorized());
-    }
-    let Some((bucket, schema)) = find_bucket(&shared, &identifier) else {
-        return json_response(404, &not_found("bucket", &identifier));
-    };
-    let value = match body.json() {
+    let value = match json_body(&body) {
         Ok(value) => value,
-        Err(error) => return field_error(error),
+        Err(answer) => return answer,
     };
     let mode = shared.lock().batch_shape_errors;
     let items = match validate_batch(value, &bucket, &schema, mode) {

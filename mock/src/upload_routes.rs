@@ -31,13 +31,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::Fault;
-use crate::envelope::{
-    empty_response, envelope, json_response, not_found, unauthorized, validation_detail,
-};
+use crate::envelope::{empty_response, envelope, json_response, not_found, validation_detail};
 use crate::fault::PresignedScripted;
-use crate::routes::{
-    ConnectionKill, RequestBody, authorized, dialect_enabled, field_error, find_bucket,
-};
+use crate::routes::{ConnectionKill, RequestBody, admit_bucket, json_body};
 use crate::state::{ConfirmRefusal, Shared, UploadCreated, bucket_id, object_on_confirm};
 use crate::uploads::{
     PutHead, RecordedUpload, S3Error, Stored, etag, hex, presigned_url, validate_confirm_request,
@@ -60,18 +56,13 @@ pub(crate) async fn create_upload(
     headers: HeaderMap,
     Extension(body): Extension<RequestBody>,
 ) -> Response {
-    if !dialect_enabled(&shared, Dialect::Objects) {
-        return empty_response(405);
-    }
-    if !authorized(&shared, &headers) {
-        return json_response(401, &unauthorized());
-    }
-    let Some((bucket, schema)) = find_bucket(&shared, &identifier) else {
-        return json_response(404, &not_found("bucket", &identifier));
+    let (bucket, schema) = match admit_bucket(&shared, Dialect::Objects, &identifier, &headers) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
-    let value = match body.json() {
+    let value = match json_body(&body) {
         Ok(value) => value,
-        Err(error) => return field_error(error),
+        Err(answer) => return answer,
     };
     let request = match validate_upload_request(value) {
         Ok(request) => request,
@@ -134,14 +125,9 @@ pub(crate) async fn get_upload(
     Path((identifier, upload_id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if !dialect_enabled(&shared, Dialect::Objects) {
-        return empty_response(405);
-    }
-    if !authorized(&shared, &headers) {
-        return json_response(401, &unauthorized());
-    }
-    let Some((bucket, _)) = find_bucket(&shared, &identifier) else {
-        return json_response(404, &not_found("bucket", &identifier));
+    let (bucket, _) = match admit_bucket(&shared, Dialect::Objects, &identifier, &headers) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     let state = shared.lock();
     match state.uploads.get(&upload_id).filter(|u| u.bucket == bucket) {
@@ -158,18 +144,13 @@ pub(crate) async fn confirm_upload(
     headers: HeaderMap,
     Extension(body): Extension<RequestBody>,
 ) -> Response {
-    if !dialect_enabled(&shared, Dialect::Objects) {
-        return empty_response(405);
-    }
-    if !authorized(&shared, &headers) {
-        return json_response(401, &unauthorized());
-    }
-    let Some((bucket, _)) = find_bucket(&shared, &identifier) else {
-        return json_response(404, &not_found("bucket", &identifier));
+    let (bucket, _) = match admit_bucket(&shared, Dialect::Objects, &identifier, &headers) {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
-    let value = match body.json() {
+    let value = match json_body(&body) {
         Ok(value) => value,
-        Err(error) => return field_error(error),
+        Err(answer) => return answer,
     };
     let request = match validate_confirm_request(value) {
         Ok(request) => request,
