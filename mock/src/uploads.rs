@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::timestamp::rfc3339;
 use crate::validate::{
-    FIELD_TYPES, FieldError, body_loc, optional_bool, optional_object, optional_string,
+    FIELD_TYPES, FieldError, body_loc, body_object, optional_bool, optional_object, optional_string,
 };
 
 /// `CreateUploadRequest.filename` length bounds, in characters.
@@ -141,13 +141,7 @@ pub(crate) struct ConfirmRequest {
 
 /// Validates a `CreateUploadRequest` body, reporting every problem at once.
 pub(crate) fn validate_upload_request(body: &Value) -> Result<UploadRequest, Vec<FieldError>> {
-    let Some(root) = body.as_object() else {
-        return Err(vec![FieldError::new(
-            body_loc(&[]),
-            "model_attributes_type",
-            "Input should be a valid dictionary or object to extract fields from",
-        )]);
-    };
+    let root = body_object(body)?;
     let mut errors = Vec::new();
     let loc = |key: &str| body_loc(&[json!(key)]);
 
@@ -270,13 +264,7 @@ pub(crate) fn validate_upload_request(body: &Value) -> Result<UploadRequest, Vec
 
 /// Validates a `ConfirmUploadRequest` body (every field is optional).
 pub(crate) fn validate_confirm_request(body: &Value) -> Result<ConfirmRequest, Vec<FieldError>> {
-    let Some(root) = body.as_object() else {
-        return Err(vec![FieldError::new(
-            body_loc(&[]),
-            "model_attributes_type",
-            "Input should be a valid dictionary or object to extract fields from",
-        )]);
-    };
+    let root = body_object(body)?;
     let mut errors = Vec::new();
     let etag = optional_string(root, "etag", &[], &mut errors);
     let file_size_bytes = optional_int(root, "file_size_bytes", 1, None, &mut errors);

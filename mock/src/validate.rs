@@ -184,13 +184,7 @@ pub(crate) fn validate_batch<'a>(
     schema: &Value,
     shape_errors: BatchShapeErrors,
 ) -> Result<Vec<BatchItem<'a>>, Vec<FieldError>> {
-    let Some(root) = body.as_object() else {
-        return Err(vec![FieldError::new(
-            body_loc(&[]),
-            "model_attributes_type",
-            "Input should be a valid dictionary or object to extract fields from",
-        )]);
-    };
+    let root = body_object(body)?;
     let items = match root.get("objects") {
         None => {
             return Err(vec![FieldError::new(
@@ -285,6 +279,21 @@ fn shape_failure(errors: &[FieldError]) -> ItemFailure {
     }
 }
 
+/// The FastAPI error for a value at `loc` that should be a JSON object.
+fn not_an_object(loc: Vec<Value>) -> FieldError {
+    FieldError::new(
+        loc,
+        "model_attributes_type",
+        "Input should be a valid dictionary or object to extract fields from",
+    )
+}
+
+/// The request body as a JSON object, or the error FastAPI gives otherwise.
+pub(crate) fn body_object(body: &Value) -> Result<&Map<String, Value>, Vec<FieldError>> {
+    body.as_object()
+        .ok_or_else(|| vec![not_an_object(body_loc(&[]))])
+}
+
 pub(crate) fn body_loc(path: &[Value]) -> Vec<Value> {
     let mut loc = vec![json!("body")];
     loc.extend_from_slice(path);
@@ -292,13 +301,7 @@ pub(crate) fn body_loc(path: &[Value]) -> Vec<Value> {
 }
 
 fn check_shape(dialect: Dialect, body: &Value) -> Result<ValidObject, Vec<FieldError>> {
-    let Some(root) = body.as_object() else {
-        return Err(vec![FieldError::new(
-            body_loc(&[]),
-            "model_attributes_type",
-            "Input should be a valid dictionary or object to extract fields from",
-        )]);
-    };
+    let root = body_object(body)?;
     let mut errors = Vec::new();
 
     let key_prefix = optional_string(root, "key_prefix", &[], &mut errors);
@@ -358,11 +361,7 @@ fn check_blob(
 ) -> Option<ValidBlob> {
     let at = [json!("blobs"), json!(index)];
     let Some(blob) = item.as_object() else {
-        errors.push(FieldError::new(
-            body_loc(&at),
-            "model_attributes_type",
-            "Input should be a valid dictionary or object to extract fields from",
-        ));
+        errors.push(not_an_object(body_loc(&at)));
         return None;
     };
     let before = errors.len();

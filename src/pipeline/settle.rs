@@ -389,36 +389,18 @@ impl<K: Eq + Hash + Clone> Settler<K> {
 pub(crate) mod tests {
     use super::*;
     use rstest::rstest;
-    use std::collections::BTreeMap as Map;
-    use std::path::PathBuf;
 
-    /// A watch with the SPEC §8 defaults, for the pipeline's unit tests.
+    /// A watch with the SPEC §8 defaults, for the pipeline's unit tests:
+    /// taken from the config parser itself, so the defaults live in one place.
     pub(crate) fn watch() -> Watch {
-        Watch {
-            path: PathBuf::from("/srv/drop"),
-            bucket: "contracts".to_owned(),
-            key_prefix: "/".to_owned(),
-            group_by: GroupBy::Directory,
-            settle: Duration::from_secs(2),
-            ready_marker: None,
-            max_group_wait: Duration::from_secs(600),
-            include: vec!["**/*".to_owned()],
-            exclude: Vec::new(),
-            follow_symlinks: false,
-            poll_interval: Duration::ZERO,
-            rescan_interval: Duration::from_secs(300),
-            skip_duplicates: true,
-            after_delivery: crate::config::AfterDelivery::Keep,
-            move_to: None,
-            delivery: crate::config::DeliveryMode::Auto,
-            inline_max_bytes: 5 * 1024 * 1024,
-            url_template: None,
-            default_type: None,
-            metadata_file: "_metadata.json".to_owned(),
-            metadata: serde_json::Map::new(),
-            types: Map::new(),
-            rules: Vec::new(),
-        }
+        let text = "[[watch]]\npath = \"/srv/drop\"\nbucket = \"contracts\"\n";
+        crate::config::parse_str(
+            text,
+            std::path::Path::new("/etc/mixpeek-ingest/config.toml"),
+        )
+        .expect("a minimal watch parses")
+        .watches
+        .remove(0)
     }
 
     fn filter(f: impl FnOnce(&mut Watch)) -> NameFilter {
