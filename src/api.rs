@@ -38,6 +38,7 @@ use thiserror::Error;
 use crate::config::ApiConfig;
 use crate::pipeline::HttpRequest;
 use crate::pipeline::retry::{self, Outcome, TransportError, TransportKind};
+use crate::transfer::Throttle;
 
 /// `User-Agent` of every call.
 pub const USER_AGENT: &str = concat!("mixpeek-ingest/", env!("CARGO_PKG_VERSION"));
@@ -293,6 +294,8 @@ struct Inner {
     /// a known quota is used evenly instead of hammered into 429s. Shared by
     /// every API call of this client.
     limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// `api.max_bytes_per_second`, for request bodies and presigned PUTs.
+    throttle: Arc<Throttle>,
 }
 
 impl fmt::Debug for ApiClient {
@@ -355,6 +358,7 @@ impl ApiClient {
                 timeout: cfg.timeout,
                 key,
                 limiter: request_limiter(cfg.requests_per_minute),
+                throttle: Arc::new(Throttle::new(cfg.max_bytes_per_second)),
             }),
         })
     }
@@ -377,7 +381,7 @@ impl ApiClient {
         if method != Method::GET && method != Method::HEAD {
             let body = serde_json::to_vec(&req.body)
                 .expect("a serde_json::Value always serialises (its keys are strings)");
-            builder = builder.body(body);
+            builder = builder.body(self.inner.throttle.body(body));
         }
         self.execute(builder).await
     }
@@ -405,38 +409,68 @@ impl ApiClient {
         url
     }
 
+    /// The bandwidth cap (`api.max_bytes_per_second`) this client's bodies
+    /// go through; presigned PUTs share it.
+    pub fn throttle(&self) -> Arc<Throttle> {
+        Arc::clone(&self.inner.throttle)
+    }
+
+    /// The `api.timeout` of every call.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     async fn execute(&self, builder: reqwest::RequestBuilder) -> Response {
         if let Some(limiter) = &self.inner.limiter {
             limiter.until_ready().await;
         }
-        let key = &self.inner.key;
-        let scrubbed = |e: reqwest::Error| {
-            let mut err = transport_error(&e);
-            err.message = key.scrub_str(err.message);
-            err
-        };
-        let result = async {
-            let mut resp = builder.send().await.map_err(scrubbed)?;
-            let status = resp.status().as_u16();
-            // Parsed now: an HTTP date is relative to the moment of receipt.
-            let retry_after = resp
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| retry::parse_retry_after(v, SystemTime::now()));
-            let (body, truncated) = read_body(&mut resp, MAX_BODY_BYTES)
-                .await
-                .map_err(scrubbed)?;
-            Ok(RawResponse {
-                status,
-                retry_after,
-                body: key.scrub(body),
-                truncated,
-            })
-        }
-        .await;
-        Response { result }
+        receive(builder.send().await, Some(&self.inner.key)).await
     }
+}
+
+/// Turns what `send` gave into a [`Response`]: the status, `Retry-After`
+/// (parsed now, as an HTTP date is relative to the moment of receipt), the
+/// `ETag`, and the body up to [`MAX_BODY_BYTES`]; with `key`, every trace of
+/// it scrubbed from the body and error text.
+pub(crate) async fn receive(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    key: Option<&ApiKey>,
+) -> Response {
+    let scrubbed = |e: reqwest::Error| {
+        let mut err = transport_error(&e);
+        if let Some(key) = key {
+            err.message = key.scrub_str(err.message);
+        }
+        err
+    };
+    let result = async {
+        let mut resp = sent.map_err(scrubbed)?;
+        let status = resp.status().as_u16();
+        let header_text = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header_text(header::RETRY_AFTER)
+            .and_then(|v| retry::parse_retry_after(&v, SystemTime::now()));
+        let etag = header_text(header::ETAG);
+        let (body, truncated) = read_body(&mut resp, MAX_BODY_BYTES)
+            .await
+            .map_err(scrubbed)?;
+        Ok(RawResponse {
+            status,
+            retry_after,
+            etag,
+            body: match key {
+                Some(key) => key.scrub(body),
+                None => body,
+            },
+            truncated,
+        })
+    }
+    .await;
+    Response { result }
 }
 
 /// Reads at most `limit` bytes of the body; the flag says whether more was cut.
@@ -495,6 +529,8 @@ pub struct RawResponse {
     pub status: u16,
     /// `Retry-After`, parsed when the answer arrived.
     pub retry_after: Option<Duration>,
+    /// The `ETag` header, as sent (quotes included).
+    pub etag: Option<String>,
     /// With any occurrence of the key replaced by `<redacted>`.
     pub body: Vec<u8>,
     /// The body was longer than [`MAX_BODY_BYTES`] and was cut.
@@ -580,6 +616,36 @@ pub fn parse_create_ack(body: &[u8]) -> CreateAck {
         status: take("status"),
         extra,
     }
+}
+
+/// What `POST .../uploads` answered (`UploadResponse`), read tolerantly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadAck {
+    pub upload_id: String,
+    /// `None`: the content is already there (a duplicate); no PUT.
+    pub presigned_url: Option<String>,
+    /// When the presigned URL expires (unix ms), when `expires_at` reads as
+    /// RFC 3339 in UTC.
+    pub expires_ms: Option<i64>,
+    /// `COMPLETED` for a duplicate that needs no confirmation.
+    pub status: Option<String>,
+}
+
+/// `None` when the body has no `upload_id` string: such an answer cannot be
+/// followed up, whatever its status said.
+pub fn parse_upload_ack(body: &[u8]) -> Option<UploadAck> {
+    let root: Value = serde_json::from_slice(body).ok()?;
+    let text = |name: &str| root.get(name).and_then(Value::as_str).map(str::to_owned);
+    let expires_ms = text("expires_at")
+        .and_then(|at| humantime::parse_rfc3339_weak(at.trim_end_matches("+00:00")).ok())
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok());
+    Some(UploadAck {
+        upload_id: text("upload_id").filter(|id| !id.is_empty())?,
+        presigned_url: text("presigned_url").filter(|url| !url.is_empty()),
+        expires_ms,
+        status: text("status"),
+    })
 }
 
 /// The spacing for `api.requests_per_minute` (0 = no limit).

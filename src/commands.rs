@@ -9,11 +9,17 @@ use tracing::{info, warn};
 
 use crate::api::{self, ApiClient};
 use crate::config::{self, Config};
+use crate::daemon::hash::{self, HEAD_SIZE};
 use crate::daemon::intake::Intake;
+use crate::daemon::scan;
 use crate::daemon::shutdown::{Control, Signals};
 use crate::daemon::submit::{DIALECT_META_KEY, planned_dialect};
 use crate::daemon::{Engine, OnceEnd, StoreHandle, build::Built};
 use crate::error::{FatalError, exit};
+use crate::pipeline::classify::Classifier;
+use crate::pipeline::group::{self, Role};
+use crate::pipeline::schema::{self, Mismatch, Sample, Sampler};
+use crate::pipeline::settle::NameFilter;
 use crate::pipeline::{Dialect, ObjectSpec, request};
 use crate::store::{Store, unix_now_ms};
 use crate::telemetry::{self, Counters};
@@ -74,15 +80,20 @@ pub async fn once(config: Config, shutdown: impl Future<Output = ()>) -> Result<
 
 /// `run`: the daemon, until SIGTERM or SIGINT. SIGHUP restarts the engine
 /// on the new configuration once it has loaded; requests in flight finish
-/// first, and nothing recorded is lost across the switch.
+/// first, and nothing recorded is lost across the switch. Each start also
+/// compares the watches with their bucket schemas, beside the engine, as
+/// warnings only.
 pub async fn run(config: Config, path: &Path) -> Result<u8, FatalError> {
     let mut signals = Signals::install()?;
     let counters = Arc::new(Counters::default());
     let mut config = config;
     loop {
         let key = api::load_api_key(&config.api)?;
-        let engine = Engine::new(Arc::new(config.clone()), key, Arc::clone(&counters))?;
-        match engine.run(signals.next(path)).await? {
+        let shared = Arc::new(config.clone());
+        let engine = Engine::new(Arc::clone(&shared), key.clone(), Arc::clone(&counters))?;
+        let schema_check = warn_schema_mismatches(shared, key);
+        let control = alongside(engine.run(signals.next(path)), schema_check).await?;
+        match control {
             Control::Stop => {
                 info!("stopped; what was not delivered stays in the outbox");
                 return Ok(exit::OK);
@@ -184,7 +195,9 @@ pub fn retry(config: &Config, all: bool, ids: &[i64]) -> Result<u8, FatalError> 
 }
 
 /// `check [--online]`: the configuration is valid (loading it proved that);
-/// report what would still stop the daemon or surprise an operator.
+/// report what would still stop the daemon or surprise an operator. Exit 1
+/// when a key, bucket or schema problem was found (the file itself is valid,
+/// so not 78).
 pub async fn check(config: &Config, path: &Path, online: bool) -> Result<u8, FatalError> {
     let mut problems = 0;
     println!(
@@ -208,31 +221,8 @@ pub async fn check(config: &Config, path: &Path, online: bool) -> Result<u8, Fat
     if online {
         let key = api::load_api_key(&config.api)?;
         let client = ApiClient::new(&config.api, key)?;
-        for watch in &config.watches {
-            let response = client.get_bucket(&watch.bucket).await;
-            match response.status() {
-                Some(200..=299) => println!("bucket {}: reachable", watch.bucket),
-                Some(401 | 403) => {
-                    problems += 1;
-                    println!(
-                        "error: the API key was refused; fix api.api_key_file, the credential or ${}",
-                        config.api.api_key_env
-                    );
-                }
-                Some(404) => {
-                    problems += 1;
-                    println!(
-                        "error: bucket {} does not exist; create it or fix watch.bucket",
-                        watch.bucket
-                    );
-                }
-                other => {
-                    problems += 1;
-                    let detail =
-                        other.map_or_else(|| response.error_text(), |code| format!("HTTP {code}"));
-                    println!("error: bucket {}: {detail}", watch.bucket);
-                }
-            }
+        for finding in schema_findings(config, &client).await {
+            problems += print_bucket_finding(config, &finding);
         }
     }
     Ok(if problems == 0 {
@@ -240,4 +230,319 @@ pub async fn check(config: &Config, path: &Path, online: bool) -> Result<u8, Fat
     } else {
         exit::FAILURE
     })
+}
+
+/// Prints what `check --online` found for one bucket; returns the number of
+/// problems.
+fn print_bucket_finding(config: &Config, finding: &BucketFinding) -> usize {
+    let bucket = &finding.bucket;
+    match &finding.answer {
+        BucketAnswer::KeyRefused => {
+            println!(
+                "error: the API key was refused; fix api.api_key_file, the credential or ${}",
+                config.api.api_key_env
+            );
+            1
+        }
+        BucketAnswer::NotFound => {
+            println!("error: bucket {bucket} does not exist; create it or fix watch.bucket");
+            1
+        }
+        BucketAnswer::Failed(detail) => {
+            println!("error: bucket {bucket}: {detail}");
+            1
+        }
+        BucketAnswer::Unchecked(reason) => {
+            println!("bucket {bucket}: reachable");
+            println!("warning: bucket {bucket}: {reason}");
+            0
+        }
+        BucketAnswer::Compared(watches) => {
+            println!("bucket {bucket}: reachable");
+            let mut problems = 0;
+            for watch in watches {
+                let path = watch.path.display();
+                problems += watch.mismatches.len();
+                for mismatch in watch.mismatches.iter().take(MISMATCHES_LISTED) {
+                    println!("error: watch {path}: {mismatch}");
+                }
+                if let Some(more) = watch.unlisted() {
+                    println!("error: watch {path}: {more}");
+                }
+                if watch.mismatches.is_empty() && watch.properties > 0 {
+                    println!(
+                        "watch {path}: {} blob propert{} match the bucket schema of {bucket}",
+                        watch.properties,
+                        if watch.properties == 1 { "y" } else { "ies" }
+                    );
+                }
+                if let Some(note) = watch.sampling_note() {
+                    println!("warning: watch {path}: {note}");
+                }
+            }
+            problems
+        }
+    }
+}
+
+/// Logs the bucket schema comparison as warnings, one per mismatch. Run
+/// beside the engine at `run` start: it never blocks or fails the start, and
+/// whatever goes wrong is one warning.
+async fn warn_schema_mismatches(config: Arc<Config>, key: api::ApiKey) {
+    let client = match ApiClient::new(&config.api, key) {
+        Ok(client) => client,
+        Err(err) => {
+            warn!(error = %err, "bucket schema not checked");
+            return;
+        }
+    };
+    for finding in schema_findings(&config, &client).await {
+        let bucket = &finding.bucket;
+        match &finding.answer {
+            BucketAnswer::KeyRefused => {
+                warn!(%bucket, "bucket schema not checked: the API key was refused");
+            }
+            BucketAnswer::NotFound => {
+                warn!(%bucket, "bucket schema not checked: the bucket does not exist");
+            }
+            BucketAnswer::Failed(detail) => {
+                warn!(%bucket, error = %detail, "bucket schema not checked");
+            }
+            // Nothing will be refused for it: worth knowing, not a warning.
+            BucketAnswer::Unchecked(reason) => info!(%bucket, "{reason}"),
+            BucketAnswer::Compared(watches) => {
+                for watch in watches {
+                    let path = watch.path.display();
+                    for mismatch in watch.mismatches.iter().take(MISMATCHES_LISTED) {
+                        warn!(watch = %path, %bucket, "bucket schema mismatch: {mismatch}");
+                    }
+                    if let Some(more) = watch.unlisted() {
+                        warn!(watch = %path, %bucket, "bucket schema mismatch: {more}");
+                    }
+                    if let Some(note) = watch.sampling_note() {
+                        info!(watch = %path, "{note}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Polls `main` to its end while `side` runs beside it on the same task;
+/// `side` is dropped unfinished when `main` ends first, so it can never hold
+/// up a stop.
+async fn alongside<T>(main: impl Future<Output = T>, side: impl Future<Output = ()>) -> T {
+    tokio::pin!(main, side);
+    let mut side_done = false;
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut main => return out,
+            () = &mut side, if !side_done => side_done = true,
+        }
+    }
+}
+
+/// Most files whose first bytes a schema check reads per watch, so a tree of
+/// a million files costs a bounded number of opens.
+const SCHEMA_SAMPLE_LIMIT: usize = 10_000;
+/// Most mismatches listed per watch: grouped by `file`, a watch has a
+/// property per file name, and a thousand lines would bury the fix.
+const MISMATCHES_LISTED: usize = 20;
+
+/// What one bucket's GET said, and the comparison of its watches.
+struct BucketFinding {
+    bucket: String,
+    answer: BucketAnswer,
+}
+
+enum BucketAnswer {
+    KeyRefused,
+    NotFound,
+    /// Any other failure: transport error, unexpected status.
+    Failed(String),
+    /// Reachable, but there is no schema to compare with.
+    Unchecked(String),
+    Compared(Vec<WatchFinding>),
+}
+
+struct WatchFinding {
+    path: std::path::PathBuf,
+    mismatches: Vec<Mismatch>,
+    /// Distinct properties the watch can send.
+    properties: usize,
+    /// Files not read because of [`SCHEMA_SAMPLE_LIMIT`].
+    passed_over: usize,
+}
+
+impl WatchFinding {
+    /// The line that stands for the mismatches beyond [`MISMATCHES_LISTED`].
+    fn unlisted(&self) -> Option<String> {
+        let more = self.mismatches.len().checked_sub(MISMATCHES_LISTED)?;
+        (more > 0).then(|| {
+            format!(
+                "{more} more properties do not fit the bucket schema; name the properties of \
+                 these files with `property` in [[watch.rule]]s"
+            )
+        })
+    }
+
+    fn sampling_note(&self) -> Option<String> {
+        (self.passed_over > 0).then(|| {
+            format!(
+                "{} file(s) were not looked at (at most {SCHEMA_SAMPLE_LIMIT} distinct files are read per watch)",
+                self.passed_over
+            )
+        })
+    }
+}
+
+/// GETs each bucket once (watches sharing a bucket share the answer) while
+/// the watches' expectations are read, then compares.
+async fn schema_findings(config: &Config, client: &ApiClient) -> Vec<BucketFinding> {
+    let mut buckets: Vec<&str> = Vec::new();
+    for watch in &config.watches {
+        if !buckets.contains(&watch.bucket.as_str()) {
+            buckets.push(&watch.bucket);
+        }
+    }
+    let watches = config.watches.clone();
+    let state_dir = config.state.dir.clone();
+    let setting = config.api.dialect;
+    let local = tokio::task::spawn_blocking(move || {
+        let remembered = Store::open_read_only(&state_dir)
+            .ok()
+            .and_then(|store| store.meta(DIALECT_META_KEY).ok().flatten())
+            .as_deref()
+            .and_then(Dialect::parse);
+        let expected: Vec<_> = watches.iter().map(watch_expectations).collect();
+        (planned_dialect(setting, remembered), expected)
+    });
+    // One after the other: a config names few buckets, and the scan beside
+    // takes longer anyway.
+    let answers = async {
+        let mut answers = Vec::with_capacity(buckets.len());
+        for bucket in &buckets {
+            answers.push(client.get_bucket(bucket).await);
+        }
+        answers
+    };
+    let (local, answers) = tokio::join!(local, answers);
+    let (dialect, expected) = match local {
+        Ok(local) => local,
+        Err(err) => {
+            // A panic in the scan is a bug; the check says so and the
+            // daemon goes on.
+            let reason = format!("the watches could not be read: {err}");
+            return buckets
+                .iter()
+                .map(|b| BucketFinding {
+                    bucket: (*b).to_owned(),
+                    answer: BucketAnswer::Failed(reason.clone()),
+                })
+                .collect();
+        }
+    };
+    buckets
+        .iter()
+        .zip(answers)
+        .map(|(bucket, response)| {
+            let answer = match response.status() {
+                Some(200..=299) => compare_bucket(config, bucket, &response, dialect, &expected),
+                Some(401 | 403) => BucketAnswer::KeyRefused,
+                Some(404) => BucketAnswer::NotFound,
+                other => BucketAnswer::Failed(
+                    other.map_or_else(|| response.error_text(), |code| format!("HTTP {code}")),
+                ),
+            };
+            BucketFinding {
+                bucket: (*bucket).to_owned(),
+                answer,
+            }
+        })
+        .collect()
+}
+
+/// Compares every watch of `bucket` with the schema in its GET answer.
+fn compare_bucket(
+    config: &Config,
+    bucket: &str,
+    response: &api::Response,
+    dialect: Dialect,
+    expected: &[(Vec<schema::Expectation>, usize)],
+) -> BucketAnswer {
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(response.body()) else {
+        return BucketAnswer::Unchecked(
+            "the bucket's answer is not JSON; the bucket schema was not checked".to_owned(),
+        );
+    };
+    let bucket_schema = schema::bucket_schema(&body);
+    let mut watches = Vec::new();
+    for (watch, (expectations, passed_over)) in config.watches.iter().zip(expected) {
+        if watch.bucket != bucket {
+            continue;
+        }
+        match schema::compare(expectations, dialect, bucket_schema) {
+            Ok(mismatches) => {
+                let properties: std::collections::BTreeSet<&str> =
+                    expectations.iter().map(|e| e.property.as_str()).collect();
+                watches.push(WatchFinding {
+                    path: watch.path.clone(),
+                    mismatches,
+                    properties: properties.len(),
+                    passed_over: *passed_over,
+                });
+            }
+            Err(missing) => return BucketAnswer::Unchecked(missing.to_string()),
+        }
+    }
+    BucketAnswer::Compared(watches)
+}
+
+/// What a watch can send: the properties its rules name, and those of the
+/// files in it now, classified as the daemon would (scan, ignore rules,
+/// grouping roles, first bytes). Blocking; no network, no state writes.
+/// Returns the expectations and the number of files not read for the limit.
+fn watch_expectations(watch: &config::Watch) -> (Vec<schema::Expectation>, usize) {
+    let mut expected = schema::rule_expectations(watch);
+    // These compile globs config validation already checked; a failure here
+    // leaves the rules' expectations alone.
+    let (Ok(filter), Ok(classifier), Ok(mut sampler)) = (
+        NameFilter::new(watch),
+        Classifier::new(watch),
+        Sampler::new(watch, SCHEMA_SAMPLE_LIMIT),
+    ) else {
+        return (expected, 0);
+    };
+    // A watch root that does not exist yet has no files to compare.
+    let Ok(mut scanned) = scan::scan(&watch.path, watch.follow_symlinks, &filter) else {
+        return (expected, 0);
+    };
+    scanned.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    for file in &scanned.files {
+        let is_blob = group::assign(watch, &file.rel).is_ok_and(|a| a.role == Role::Blob);
+        if !is_blob || sampler.offer(&file.rel, &classifier.property(&file.rel)) != Sample::Take {
+            continue;
+        }
+        // A file that cannot be read or classified is the daemon's to
+        // report, with its path, when it comes to send it.
+        let Ok(head) = read_head(file, watch.follow_symlinks) else {
+            continue;
+        };
+        if let Ok(classified) = classifier.classify(&file.rel, &head) {
+            expected.push(schema::file_expectation(&file.rel, &classified));
+        }
+    }
+    (expected, sampler.passed_over())
+}
+
+/// The first bytes of a file the scan found, for classification. Opened as
+/// the daemon opens it (`hash::open_checked`: a FIFO or a symlink swapped in
+/// since the scan is refused before a byte is read, so nothing can hang).
+fn read_head(file: &scan::ScannedFile, follow_symlinks: bool) -> Result<Vec<u8>, hash::ReadError> {
+    use std::io::Read;
+    let opened = hash::open_checked(&file.abs, file.size, file.mtime_ns, follow_symlinks)?;
+    let mut head = Vec::with_capacity(HEAD_SIZE);
+    opened.take(HEAD_SIZE as u64).read_to_end(&mut head)?;
+    Ok(head)
 }

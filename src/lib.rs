@@ -23,3 +23,4 @@ pub mod error;
 pub mod pipeline;
 pub mod store;
 pub mod telemetry;
+pub mod transfer;

@@ -57,6 +57,15 @@
 //!   disposed of, so a crash between the delivery commit and the disposal
 //!   redoes the disposal at the next start, and never the delivery (SPEC §2,
 //!   promise 4).
+//! - `uploads(object_id, property, upload_id, presigned_url, expires_ms, etag,
+//!   put_done, confirmed)`: the presigned upload of each `upload` blob of a
+//!   pending object, written after every step (created, PUT, confirmed), so a
+//!   restart resumes at the step it reached instead of uploading again. The
+//!   rows leave with the delivery.
+//! - `tasks(task_id, object_id, state, outcome, polls, next_poll_ms, error,
+//!   updated_ms)`: the processing tasks the API answered with, polled until
+//!   `outcome` is set (`ok`, `failed`, or `unknown` for a task the API no
+//!   longer knows). Index on `next_poll_ms` of the tasks still polled.
 //!
 //! # Invariants
 //!
@@ -84,6 +93,8 @@ use rusqlite::{
 };
 use serde::Serialize;
 
+use crate::pipeline::task::Outcome as TaskOutcome;
+
 /// The database file's name inside `[state] dir`.
 pub const DB_FILE: &str = "state.db";
 
@@ -103,6 +114,8 @@ pub const FILES_GENERATION_META_KEY: &str = "files_generation";
 
 /// How many pending errors `summary` lists.
 const RECENT_ERRORS: usize = 10;
+/// How many failed tasks `summary` lists.
+const FAILED_TASKS: usize = 20;
 
 /// `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`. Append only: a
 /// released migration is never edited, because databases in the field already ran it.
@@ -166,6 +179,31 @@ const MIGRATIONS: &[&str] = &[
         mtime_ns  INTEGER NOT NULL,
         PRIMARY KEY (object_id, rel)
     ) WITHOUT ROWID;",
+    // 3: presigned uploads in progress (one row per upload blob, so a restart
+    // resumes at the step it reached), and the tasks the API answered with.
+    "CREATE TABLE uploads (
+        object_id     INTEGER NOT NULL REFERENCES objects (id) ON DELETE CASCADE,
+        property      TEXT NOT NULL,
+        upload_id     TEXT NOT NULL,
+        presigned_url TEXT,
+        expires_ms    INTEGER,
+        etag          TEXT,
+        put_done      INTEGER NOT NULL DEFAULT 0,
+        confirmed     INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (object_id, property)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE tasks (
+        task_id      TEXT PRIMARY KEY NOT NULL,
+        object_id    INTEGER NOT NULL REFERENCES objects (id) ON DELETE CASCADE,
+        state        TEXT NOT NULL,
+        outcome      TEXT CHECK (outcome IN ('ok', 'failed', 'unknown')),
+        polls        INTEGER NOT NULL DEFAULT 0,
+        next_poll_ms INTEGER NOT NULL,
+        error        TEXT,
+        updated_ms   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX tasks_to_poll ON tasks (next_poll_ms) WHERE outcome IS NULL;",
 ];
 
 /// The schema version this binary writes and understands.
@@ -397,6 +435,43 @@ pub struct OutboxItem {
     pub attempts: u32,
 }
 
+/// A 2xx for one object, as [`Store::mark_delivered_many`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub id: i64,
+    pub server_object_id: Option<String>,
+    pub task_id: Option<String>,
+}
+
+/// Where the presigned upload of one blob stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRow {
+    /// The blob's property: its identity within the object.
+    pub property: String,
+    pub upload_id: String,
+    /// `None` when the API found the content already uploaded (no PUT).
+    pub presigned_url: Option<String>,
+    /// When the presigned URL stops working (unix ms), if the API said.
+    pub expires_ms: Option<i64>,
+    /// The ETag the PUT answered.
+    pub etag: Option<String>,
+    pub put_done: bool,
+    pub confirmed: bool,
+}
+
+/// A task still being polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRow {
+    pub task_id: String,
+    pub object_id: i64,
+    pub bucket: String,
+    pub key_prefix: String,
+    /// The state last reported.
+    pub state: String,
+    /// Polls so far.
+    pub polls: u32,
+}
+
 /// One file of a recorded object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ObjectFile {
@@ -494,6 +569,32 @@ pub struct Summary {
     pub dead_letters: Vec<DeadLetter>,
     /// Why submissions are paused, when they are (`meta.pause`).
     pub paused: Option<String>,
+    /// The processing tasks of delivered objects, by outcome.
+    pub tasks: TaskCounts,
+    /// Tasks that ended failed, newest first, at most 20.
+    pub failed_tasks: Vec<FailedTask>,
+}
+
+/// Number of tasks polled, and how those done ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TaskCounts {
+    pub polling: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub unknown: u64,
+}
+
+/// A task that ended `FAILED`, `CANCELED` or `COMPLETED_WITH_ERRORS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedTask {
+    pub task_id: String,
+    /// The object it processes.
+    pub id: i64,
+    pub bucket: String,
+    pub key_prefix: String,
+    pub state: String,
+    pub error: Option<String>,
+    pub updated_ms: i64,
 }
 
 /// The text of `status` (without `--json`).
@@ -526,6 +627,27 @@ impl std::fmt::Display for Summary {
                     if e.attempts == 1 { "" } else { "s" },
                     e.error
                 )?;
+            }
+        }
+        let t = &self.tasks;
+        if t.polling + t.ok + t.failed + t.unknown > 0 {
+            write!(
+                f,
+                "\ntasks: {} polling, {} completed, {} failed, {} unknown",
+                t.polling, t.ok, t.failed, t.unknown
+            )?;
+        }
+        if !self.failed_tasks.is_empty() {
+            write!(f, "\nfailed tasks (newest first):")?;
+            for task in &self.failed_tasks {
+                write!(
+                    f,
+                    "\n  {} {} #{} {} {}",
+                    task.state, task.task_id, task.id, task.bucket, task.key_prefix
+                )?;
+                if let Some(error) = &task.error {
+                    write!(f, ": {error}")?;
+                }
             }
         }
         if !self.dead_letters.is_empty() {
@@ -873,6 +995,20 @@ impl Store {
             .map_err(self.sql_error())
     }
 
+    /// How many pending objects are due at `now_ms`, and since when the
+    /// longest overdue one is (unix ms).
+    pub fn due_stats(&self, now_ms: i64) -> Result<(u64, Option<i64>), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), MIN(next_attempt_ms) FROM objects
+                 WHERE status = 'pending' AND next_attempt_ms <= ?1",
+            )
+            .map_err(self.sql_error())?;
+        stmt.query_row(params![now_ms], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(self.sql_error())
+    }
+
     /// When the next pending object becomes due (unix ms), if any is pending.
     pub fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
         let mut stmt = self
@@ -884,40 +1020,194 @@ impl Store {
     }
 
     /// Records the server's ack, in one transaction: the object is delivered, the
-    /// files whose latest version it holds are delivered, and every file hash is
-    /// remembered as delivered to the bucket.
+    /// files whose latest version it holds are delivered, every file hash is
+    /// remembered as delivered to the bucket, its uploads are forgotten, and a
+    /// task id is queued for polling.
     pub fn mark_delivered(
         &mut self,
         id: i64,
         server_object_id: Option<&str>,
         task_id: Option<&str>,
     ) -> Result<(), StoreError> {
+        let found = self.write(|tx| deliver(tx, id, server_object_id, task_id, unix_now_ms()))?;
+        self.found(id, found)
+    }
+
+    /// [`Store::mark_delivered`] for many objects (a batch create) in one
+    /// transaction: one commit, one wait for the disk. Objects that no longer
+    /// exist are ignored.
+    pub fn mark_delivered_many(&mut self, acks: &[Ack]) -> Result<(), StoreError> {
+        let now = unix_now_ms();
+        self.write(|tx| {
+            for ack in acks {
+                deliver(
+                    tx,
+                    ack.id,
+                    ack.server_object_id.as_deref(),
+                    ack.task_id.as_deref(),
+                    now,
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Ends a pending object that cannot be sent any more without blaming it:
+    /// a file of an `upload` blob changed or vanished after the object was
+    /// queued (its new version, if any, is queued as an object of its own).
+    /// Recorded as `skipped` with `reason`. Ignored if no longer pending.
+    pub fn mark_superseded(&mut self, id: i64, reason: &str) -> Result<(), StoreError> {
         let now = unix_now_ms();
         let found = self.write(|tx| {
             let changed = tx
                 .prepare_cached(
-                    "UPDATE objects SET status = 'delivered',
-                         server_object_id = COALESCE(?2, server_object_id),
-                         task_id = COALESCE(?3, task_id),
-                         updated_ms = ?4
-                     WHERE id = ?1",
+                    "UPDATE objects SET status = 'skipped', last_error = ?2, updated_ms = ?3
+                     WHERE id = ?1 AND status = 'pending'",
                 )?
-                .execute(params![id, server_object_id, task_id, now])?;
+                .execute(params![id, reason, now])?;
             if changed == 0 {
-                return Ok(false);
+                return object_exists(tx, id);
             }
-            tx.prepare_cached("UPDATE files SET state = 'delivered' WHERE object_id = ?1")?
+            tx.prepare_cached("UPDATE files SET state = 'skipped' WHERE object_id = ?1")?
                 .execute(params![id])?;
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO delivered_hashes (bucket, sha256)
-                 SELECT o.bucket, f.sha256 FROM object_files f
-                 JOIN objects o ON o.id = f.object_id
-                 WHERE f.object_id = ?1",
-            )?
-            .execute(params![id])?;
+            tx.prepare_cached("DELETE FROM uploads WHERE object_id = ?1")?
+                .execute(params![id])?;
             Ok(true)
         })?;
         self.found(id, found)
+    }
+
+    /// The recorded upload steps of an object's `upload` blobs.
+    pub fn uploads_of(&self, object_id: i64) -> Result<Vec<UploadRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT property, upload_id, presigned_url, expires_ms, etag, put_done, confirmed
+                 FROM uploads WHERE object_id = ?1 ORDER BY property",
+            )
+            .map_err(self.sql_error())?;
+        let rows = stmt
+            .query_map(params![object_id], |row| {
+                Ok(UploadRow {
+                    property: row.get(0)?,
+                    upload_id: row.get(1)?,
+                    presigned_url: row.get(2)?,
+                    expires_ms: row.get(3)?,
+                    etag: row.get(4)?,
+                    put_done: row.get(5)?,
+                    confirmed: row.get(6)?,
+                })
+            })
+            .map_err(self.sql_error())?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(self.sql_error())
+    }
+
+    /// Records where an upload stands (replacing what was recorded for the
+    /// blob: a renewed upload starts over). Ignored unless the object is
+    /// still pending.
+    pub fn record_upload(&mut self, object_id: i64, row: &UploadRow) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO uploads (object_id, property, upload_id, presigned_url, expires_ms,
+                                      etag, put_done, confirmed)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+                 WHERE EXISTS (SELECT 1 FROM objects WHERE id = ?1 AND status = 'pending')
+                 ON CONFLICT (object_id, property) DO UPDATE SET
+                     upload_id = excluded.upload_id, presigned_url = excluded.presigned_url,
+                     expires_ms = excluded.expires_ms, etag = excluded.etag,
+                     put_done = excluded.put_done, confirmed = excluded.confirmed",
+            )?
+            .execute(params![
+                object_id,
+                row.property,
+                row.upload_id,
+                row.presigned_url,
+                row.expires_ms,
+                row.etag,
+                row.put_done,
+                row.confirmed
+            ])?;
+            Ok(())
+        })
+    }
+
+    /// Forgets a blob's upload (its presigned URL expired before the PUT, or
+    /// the API no longer knows it): the next attempt creates a new one.
+    pub fn forget_upload(&mut self, object_id: i64, property: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM uploads WHERE object_id = ?1 AND property = ?2")?
+                .execute(params![object_id, property])?;
+            Ok(())
+        })
+    }
+
+    /// Tasks still polled whose `next_poll_ms <= now_ms`, the longest overdue
+    /// first, at most `limit`.
+    pub fn due_tasks(&self, now_ms: i64, limit: usize) -> Result<Vec<TaskRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT t.task_id, t.object_id, o.bucket, o.key_prefix, t.state, t.polls
+                 FROM tasks t JOIN objects o ON o.id = t.object_id
+                 WHERE t.outcome IS NULL AND t.next_poll_ms <= ?1
+                 ORDER BY t.next_poll_ms LIMIT ?2",
+            )
+            .map_err(self.sql_error())?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![now_ms, limit], |row| {
+                Ok(TaskRow {
+                    task_id: row.get(0)?,
+                    object_id: row.get(1)?,
+                    bucket: row.get(2)?,
+                    key_prefix: row.get(3)?,
+                    state: row.get(4)?,
+                    polls: row.get(5)?,
+                })
+            })
+            .map_err(self.sql_error())?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(self.sql_error())
+    }
+
+    /// When the next task poll is due (unix ms), if any task is still polled.
+    pub fn next_task_poll_ms(&self) -> Result<Option<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT MIN(next_poll_ms) FROM tasks WHERE outcome IS NULL")
+            .map_err(self.sql_error())?;
+        stmt.query_row([], |row| row.get(0))
+            .map_err(self.sql_error())
+    }
+
+    /// Records one poll of a task: the state it reported, its outcome once
+    /// final (`None` keeps it polled), when to poll next, and its error.
+    pub fn record_task(
+        &mut self,
+        task_id: &str,
+        state: &str,
+        outcome: Option<TaskOutcome>,
+        next_poll_ms: i64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = unix_now_ms();
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE tasks SET state = ?2, outcome = ?3, polls = MIN(polls + 1, 4294967295),
+                     next_poll_ms = ?4, error = COALESCE(?5, error), updated_ms = ?6
+                 WHERE task_id = ?1",
+            )?
+            .execute(params![
+                task_id,
+                state,
+                outcome.map(TaskOutcome::as_str),
+                next_poll_ms,
+                error,
+                now
+            ])?;
+            Ok(())
+        })
     }
 
     /// Records a failed attempt of a pending object: `attempts += 1`, the error,
@@ -1176,8 +1466,46 @@ impl Store {
                 |row| row.get(0),
             )
             .optional()?;
+        let mut tasks = TaskCounts::default();
+        {
+            let mut stmt =
+                tx.prepare_cached("SELECT outcome, COUNT(*) FROM tasks GROUP BY outcome")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let outcome: Option<String> = row.get(0)?;
+                let n: u64 = row.get(1)?;
+                match outcome.as_deref() {
+                    None => tasks.polling = n,
+                    Some("ok") => tasks.ok = n,
+                    Some("failed") => tasks.failed = n,
+                    Some(_) => tasks.unknown += n,
+                }
+            }
+        }
+        let failed_tasks = tx
+            .prepare_cached(
+                "SELECT t.task_id, t.object_id, o.bucket, o.key_prefix, t.state, t.error,
+                        t.updated_ms
+                 FROM tasks t JOIN objects o ON o.id = t.object_id
+                 WHERE t.outcome = 'failed'
+                 ORDER BY t.updated_ms DESC, t.object_id DESC LIMIT ?1",
+            )?
+            .query_map(params![FAILED_TASKS], |row| {
+                Ok(FailedTask {
+                    task_id: row.get(0)?,
+                    id: row.get(1)?,
+                    bucket: row.get(2)?,
+                    key_prefix: row.get(3)?,
+                    state: row.get(4)?,
+                    error: row.get(5)?,
+                    updated_ms: row.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         tx.finish()?;
         Ok(Summary {
+            tasks,
+            failed_tasks,
             counts,
             // The wall clock may step back; an age is never negative.
             oldest_pending_age_ms: oldest.map(|created| now_ms.saturating_sub(created).max(0)),
@@ -1262,6 +1590,48 @@ fn file_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
         state: row.get(3)?,
         object_id: row.get(4)?,
     })
+}
+
+/// The body of `mark_delivered`; `Ok(false)` when no such object exists.
+fn deliver(
+    tx: &Transaction<'_>,
+    id: i64,
+    server_object_id: Option<&str>,
+    task_id: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE objects SET status = 'delivered',
+                 server_object_id = COALESCE(?2, server_object_id),
+                 task_id = COALESCE(?3, task_id),
+                 updated_ms = ?4
+             WHERE id = ?1",
+        )?
+        .execute(params![id, server_object_id, task_id, now])?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    tx.prepare_cached("UPDATE files SET state = 'delivered' WHERE object_id = ?1")?
+        .execute(params![id])?;
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO delivered_hashes (bucket, sha256)
+         SELECT o.bucket, f.sha256 FROM object_files f
+         JOIN objects o ON o.id = f.object_id
+         WHERE f.object_id = ?1",
+    )?
+    .execute(params![id])?;
+    tx.prepare_cached("DELETE FROM uploads WHERE object_id = ?1")?
+        .execute(params![id])?;
+    if let Some(task_id) = task_id {
+        // The first poll after a second: most tasks are not done sooner.
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO tasks (task_id, object_id, state, next_poll_ms, updated_ms)
+             VALUES (?1, ?2, 'SUBMITTED', ?3, ?4)",
+        )?
+        .execute(params![task_id, id, now + 1000, now])?;
+    }
+    Ok(true)
 }
 
 fn object_exists(conn: &Connection, id: i64) -> rusqlite::Result<bool> {

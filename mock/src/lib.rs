@@ -9,8 +9,10 @@
 //! .../uploads/{upload_id}/confirm`, `GET .../uploads/{upload_id}`),
 //! `GET /v1/buckets/{bucket}` with a configurable `bucket_schema`, and
 //! `GET /v1/tasks/{task_id}` with tasks moving PENDING → PROCESSING → outcome
-//! over time. It validates bodies as the real service does and records every
-//! request, accepted object and presigned PUT for assertions.
+//! over time. It validates bodies as the real service does, against the
+//! project's own JSON Schemas of every request body the daemon sends
+//! ([`contract`], `mock/contract/*.schema.json`), and records every request
+//! (with its body size), accepted object and presigned PUT for assertions.
 //!
 //! Misbehaviour on demand: a FIFO script of faults (status, `Retry-After`, delay,
 //! body; or a dropped connection), a second script for presigned PUTs (S3-like
@@ -24,6 +26,7 @@
 //!     │                        ▲
 //!     └─ own thread + runtime (server.rs) ─► connection ─► gate ─► handlers (routes.rs, upload_routes.rs)
 //!                                                           │         └─ validate.rs, uploads.rs, tasks.rs
+//!                                                           │               └─ contract.rs (every body's shape)
 //!                                                           └─ fault / outage / quota
 //! ```
 //!
@@ -31,6 +34,7 @@
 //! has taken effect when it returns; records only grow, in arrival order;
 //! presigned PUT bodies are streamed and hashed, never held in memory.
 
+pub mod contract;
 mod envelope;
 mod fault;
 mod ratelimit;

@@ -23,8 +23,9 @@ without an account, and for tests and benchmarks.
 
 It serves both create dialects (POST /v1/buckets/{bucket}/objects/create and \
 POST /v1/buckets/{bucket}/objects), GET /v1/buckets/{bucket} and \
-GET /v1/tasks/{task_id}. Bodies are validated as Mixpeek does (422 on a bad \
-type, property or upload_id); unknown buckets answer 404. Nothing is stored: \
+GET /v1/tasks/{task_id}. Bodies are validated as Mixpeek does, against the \
+request contract's JSON Schemas (422 naming the JSON pointer of a bad type, \
+property or upload_id); unknown buckets answer 404. Nothing is stored: \
 accepted objects are only logged, one line per request on stderr, and \
 uploaded files are only counted and hashed.
 

@@ -24,10 +24,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use axum::Router;
-use axum::body::{Body, Bytes, to_bytes};
+use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::{self, Next};
@@ -54,6 +55,21 @@ const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Closes the connection a request arrived on, without an answer.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ConnectionKill(pub(crate) Arc<Notify>);
+
+/// Body bytes a streamed request's handler has read so far, handed to it by
+/// the gate, which records the count ([`RecordedRequest::body_bytes`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyBytes(Arc<AtomicU64>);
+
+impl BodyBytes {
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// The request body as the gate read it, handed to handlers.
 #[derive(Debug, Clone)]
@@ -169,28 +185,35 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
             status: 0,
             headers,
             body: Value::Null,
+            body_bytes: 0,
             received_at,
         }),
+        streamed: None,
     };
     let kill = parts.extensions.get::<ConnectionKill>().cloned();
 
     let body = if is_streamed_path(parts.uri.path()) {
+        let counter = BodyBytes::default();
+        recording.streamed = Some(counter.clone());
+        parts.extensions.insert(counter);
         Err(body)
     } else {
-        match to_bytes(body, MAX_BODY_BYTES).await {
-            Err(_) => {
+        match read_body(body).await {
+            Err(received) => {
                 let message =
                     format!("Request body larger than {MAX_BODY_BYTES} bytes or unreadable");
                 let answer = json_response(413, &envelope(413, &message, None));
+                recording.set_body(Value::Null, received);
                 recording.finish(413);
                 return answer;
             }
-            Ok(bytes) => Ok(RequestBody::parse(&bytes)),
+            Ok(bytes) => {
+                let parsed = RequestBody::parse(&bytes);
+                recording.set_body(parsed.recorded(), bytes.len() as u64);
+                Ok(parsed)
+            }
         }
     };
-    if let Ok(body) = &body {
-        recording.set_body(body.recorded());
-    }
 
     let admission = shared.update(|s| s.admit(parts.uri.path(), received_at));
     let response = match admission {
@@ -237,6 +260,24 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
     response
 }
 
+/// Reads a JSON request body whole, counting what arrives. `Err` with the
+/// bytes received when it grows past [`MAX_BODY_BYTES`] or breaks off.
+async fn read_body(mut body: Body) -> Result<Bytes, u64> {
+    let mut whole = Vec::new();
+    let mut received: u64 = 0;
+    while let Some(chunk) = upload_routes::next_chunk(&mut body).await {
+        let Ok(chunk) = chunk else {
+            return Err(received);
+        };
+        received += chunk.len() as u64;
+        if whole.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(received);
+        }
+        whole.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(whole))
+}
+
 /// Records its request exactly once: with the answered status through
 /// [`Recording::finish`], or with status 0 when dropped first (no answer was
 /// sent: a scripted drop, a closed port, or a client that went away while its
@@ -244,12 +285,15 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
 struct Recording {
     shared: Arc<Shared>,
     entry: Option<RecordedRequest>,
+    /// For a streamed body: what its handler read, copied in when recorded.
+    streamed: Option<BodyBytes>,
 }
 
 impl Recording {
-    fn set_body(&mut self, body: Value) {
+    fn set_body(&mut self, body: Value, bytes: u64) {
         if let Some(entry) = &mut self.entry {
             entry.body = body;
+            entry.body_bytes = bytes;
         }
     }
 
@@ -262,6 +306,9 @@ impl Recording {
             return;
         };
         entry.status = status;
+        if let Some(counter) = &self.streamed {
+            entry.body_bytes = counter.get();
+        }
         tracing::info!(
             method = %entry.method,
             path = %entry.path,

@@ -73,6 +73,12 @@ pub struct RecordedRequest {
     /// The body parsed as JSON; `Null` when empty, not JSON, or a presigned PUT
     /// (whose bytes are streamed, never kept: see [`crate::RecordedUpload`]).
     pub body: Value,
+    /// Body bytes received, as they came off the wire (after any transfer
+    /// decoding): the whole JSON body of an API request (up to the point it
+    /// was cut off, for one too large or broken), the bytes a presigned PUT
+    /// delivered (also when refused or cut). For counting bytes sent per time
+    /// window against a bandwidth cap.
+    pub body_bytes: u64,
     pub received_at: Instant,
 }
 

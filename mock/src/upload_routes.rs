@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::Fault;
 use crate::envelope::{empty_response, envelope, json_response, not_found, validation_detail};
 use crate::fault::PresignedScripted;
-use crate::routes::{ConnectionKill, RequestBody, admit_bucket, json_body};
+use crate::routes::{BodyBytes, ConnectionKill, RequestBody, admit_bucket, json_body};
 use crate::state::{ConfirmRefusal, Shared, UploadCreated, bucket_id, object_on_confirm};
 use crate::uploads::{
     PutHead, RecordedUpload, S3Error, Stored, etag, hex, presigned_url, validate_confirm_request,
@@ -203,8 +203,10 @@ pub(crate) async fn put_presigned(
         .and_then(|q| query_value(q, "X-Amz-Signature"));
     let has_authorization = parts.headers.contains_key(header::AUTHORIZATION);
     let kill = parts.extensions.get::<ConnectionKill>().cloned();
+    let counted = parts.extensions.get::<BodyBytes>().cloned();
     let mut recording = PutRecording::new(
         Arc::clone(&shared),
+        counted,
         RecordedUpload {
             upload_id: upload_id.clone(),
             content_type: content_type.clone(),
@@ -348,7 +350,7 @@ fn s3_response(refusal: &S3Error, upload_id: &str) -> Response {
 }
 
 /// The next data chunk of `body` (trailers are skipped); `None` at its end.
-async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, axum::Error>> {
+pub(crate) async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, axum::Error>> {
     loop {
         let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await?;
         match frame {
@@ -366,14 +368,18 @@ async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, axum::Error>> {
 /// [`PutRecording::finish`], or with status 0 when dropped first.
 struct PutRecording {
     shared: Arc<Shared>,
+    /// The gate's count for the request record (absent when the router is
+    /// driven without the gate).
+    counted: Option<BodyBytes>,
     entry: Option<RecordedUpload>,
     hasher: Sha256,
 }
 
 impl PutRecording {
-    fn new(shared: Arc<Shared>, entry: RecordedUpload) -> Self {
+    fn new(shared: Arc<Shared>, counted: Option<BodyBytes>, entry: RecordedUpload) -> Self {
         PutRecording {
             shared,
+            counted,
             entry: Some(entry),
             hasher: Sha256::new(),
         }
@@ -408,6 +414,9 @@ impl PutRecording {
                         entry.bytes += n;
                     }
                     self.shared.add_presigned_bytes(n);
+                    if let Some(counted) = &self.counted {
+                        counted.add(n);
+                    }
                 }
             }
         }

@@ -8,45 +8,37 @@
 //! Outputs: a [`ValidObject`] (the parts of the body a success answer echoes), or a
 //! [`Rejection`] in one of the two shapes real clients meet:
 //! - [`Rejection::Shape`]: field-level errors, answered as FastAPI's
-//!   `{"detail": [{"loc", "msg", "type"}]}` (every problem of the body at once, as
-//!   pydantic reports them);
+//!   `{"detail": [{"loc", "msg", "type", "ctx": {"pointer"}}]}` (every problem
+//!   of the body at once, as pydantic reports them);
 //! - [`Rejection::Schema`]: a semantic refusal (the blob does not fit the bucket
 //!   schema), answered in Mixpeek's `{"success": false, "error": {...}}` envelope.
+//!
+//! The shape is decided by the request contract alone ([`crate::contract`]:
+//! `objects-create`, `CreateObjectRequest`, `CreateObjectsBatchRequest`), so
+//! the emulator and the contract cannot disagree about what is well-formed;
+//! this module then only reads values out of a body the contract accepted.
 //!
 //! Invariants: types are matched case-sensitively (Mixpeek's enum values are
 //! lower-case, so `"PDF"` is refused); the schema is only consulted once the body
 //! has the right shape, as the real service validates the model before its
 //! handler looks at the bucket.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value, json};
 
 use crate::BatchShapeErrors;
+use crate::contract::{Contract, Violation};
 
-/// `BucketSchemaFieldType` of openapi.json 0.81, the blob types of dialect `objects`.
-pub(crate) const FIELD_TYPES: [&str; 15] = [
-    "string", "number", "integer", "float", "boolean", "object", "array", "date", "datetime",
-    "text", "image", "audio", "video", "pdf", "excel",
-];
-
-/// Types the create-object docs page adds to the enum (dialect `objects-create` only).
-const DOCS_PAGE_EXTRA_TYPES: [&str; 1] = ["json"];
-
-/// `CreateBlobRequest.upload_id` pattern, quoted in error messages as pydantic does.
-pub(crate) const UPLOAD_ID_PATTERN: &str = "^upl_[a-zA-Z0-9_-]+$";
-
-/// `CreateBlobRequest.property` length bounds, counted in characters.
-const PROPERTY_MIN_CHARS: usize = 1;
-const PROPERTY_MAX_CHARS: usize = 100;
-
-/// Root keys of `CreateObjectRequest` that are not object metadata (dialect `objects`
-/// takes every other root key as metadata).
-const OBJECTS_ROOT_KEYS: [&str; 5] = [
-    "key_prefix",
-    "blobs",
-    "skip_duplicates",
-    "canonicalize_source",
-    "force_remirror",
-];
+/// `BucketSchemaFieldType`: the blob types of dialect `objects`, as the
+/// contract lists them.
+pub(crate) fn field_types() -> Vec<&'static str> {
+    Contract::CreateObject.schema()["$defs"]["field_type"]["enum"]
+        .as_array()
+        .map(|types| types.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
 
 /// The two create endpoints the emulator serves (SPEC §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,17 +58,12 @@ impl Dialect {
         }
     }
 
-    fn accepts_type(self, kind: &str) -> bool {
-        FIELD_TYPES.contains(&kind)
-            || (self == Dialect::ObjectsCreate && DOCS_PAGE_EXTRA_TYPES.contains(&kind))
-    }
-
-    fn accepted_types(self) -> Vec<&'static str> {
-        let mut all = FIELD_TYPES.to_vec();
-        if self == Dialect::ObjectsCreate {
-            all.extend(DOCS_PAGE_EXTRA_TYPES);
+    /// The contract of one create body of this dialect.
+    fn contract(self) -> Contract {
+        match self {
+            Dialect::ObjectsCreate => Contract::ObjectsCreate,
+            Dialect::Objects => Contract::CreateObject,
         }
-        all
     }
 }
 
@@ -87,20 +74,53 @@ pub(crate) struct FieldError {
     pub(crate) loc: Vec<Value>,
     pub(crate) msg: String,
     /// pydantic's error type (`missing`, `string_too_long`, `enum`, ...).
-    pub(crate) kind: &'static str,
+    pub(crate) kind: Cow<'static, str>,
+    /// The JSON pointer into the body of a contract violation, answered as
+    /// `ctx.pointer` (pydantic's place for an error's context).
+    pub(crate) pointer: Option<String>,
 }
 
 impl FieldError {
-    pub(crate) fn new(loc: Vec<Value>, kind: &'static str, msg: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        loc: Vec<Value>,
+        kind: impl Into<Cow<'static, str>>,
+        msg: impl Into<String>,
+    ) -> Self {
         FieldError {
             loc,
             msg: msg.into(),
-            kind,
+            kind: kind.into(),
+            pointer: None,
+        }
+    }
+
+    /// The error for a contract violation in the body, at `["body", path...]`.
+    pub(crate) fn from_violation(violation: Violation) -> Self {
+        FieldError {
+            loc: body_loc(&violation.path),
+            msg: violation.message,
+            kind: violation.kind.into(),
+            pointer: Some(violation.pointer),
         }
     }
 
     pub(crate) fn to_json(&self) -> Value {
-        json!({ "loc": self.loc, "msg": self.msg, "type": self.kind })
+        let mut item = json!({ "loc": self.loc, "msg": self.msg, "type": self.kind });
+        if let (Some(pointer), Some(map)) = (&self.pointer, item.as_object_mut()) {
+            map.insert("ctx".into(), json!({ "pointer": pointer }));
+        }
+        item
+    }
+}
+
+/// `contract`'s violations in `body` as field errors (empty when it passes).
+pub(crate) fn contract_errors(contract: Contract, body: &Value) -> Vec<FieldError> {
+    match contract.check(body) {
+        Ok(()) => Vec::new(),
+        Err(violations) => violations
+            .into_iter()
+            .map(FieldError::from_violation)
+            .collect(),
     }
 }
 
@@ -133,7 +153,7 @@ pub(crate) struct ValidBlob {
     pub(crate) upload_id: Option<String>,
 }
 
-/// Validates a create body of `dialect` against the request model, then against
+/// Validates a create body of `dialect` against its contract, then against
 /// `schema` (the bucket's `bucket_schema`; an empty or missing `properties` map
 /// accepts any property).
 pub(crate) fn validate_create(
@@ -142,13 +162,14 @@ pub(crate) fn validate_create(
     bucket: &str,
     schema: &Value,
 ) -> Result<ValidObject, Rejection> {
-    let object = check_shape(dialect, body).map_err(Rejection::Shape)?;
+    let errors = contract_errors(dialect.contract(), body);
+    if !errors.is_empty() {
+        return Err(Rejection::Shape(errors));
+    }
+    let object = read_object(dialect, body).map_err(Rejection::Shape)?;
     check_schema(&object, bucket, schema)?;
     Ok(object)
 }
-
-/// At most this many objects per batch (`CreateObjectsBatchRequest.objects.maxItems`).
-pub(crate) const MAX_BATCH_OBJECTS: usize = 100;
 
 /// Why one object of a batch was not created: a `FailedObjectError` without
 /// its index.
@@ -170,7 +191,7 @@ pub(crate) struct BatchItem<'a> {
 }
 
 /// Validates a `CreateObjectsBatchRequest` (`{"objects": [CreateObjectRequest, ...]}`,
-/// at most [`MAX_BATCH_OBJECTS`]).
+/// at most 100 objects) against its contract.
 ///
 /// `Err` (answered 422 in FastAPI's `detail` shape) when the root is malformed,
 /// holds too many objects, or, with [`BatchShapeErrors::RejectBatch`], when any
@@ -184,39 +205,49 @@ pub(crate) fn validate_batch<'a>(
     schema: &Value,
     shape_errors: BatchShapeErrors,
 ) -> Result<Vec<BatchItem<'a>>, Vec<FieldError>> {
-    let root = body_object(body)?;
-    let items = match root.get("objects") {
-        None => {
-            return Err(vec![FieldError::new(
-                body_loc(&[json!("objects")]),
-                "missing",
-                "Field required",
-            )]);
+    // Violations inside `objects[i]` belong to object i; the rest (no
+    // `objects`, not a list, too many) to the whole batch, which then fails
+    // alone, as pydantic stops at a malformed list.
+    let mut root_errors = Vec::new();
+    let mut by_item: BTreeMap<usize, Vec<FieldError>> = BTreeMap::new();
+    for violation in Contract::CreateObjectsBatch
+        .check(body)
+        .err()
+        .unwrap_or_default()
+    {
+        match item_index(&violation.path) {
+            Some(index) => by_item
+                .entry(index)
+                .or_default()
+                .push(FieldError::from_violation(violation)),
+            None => root_errors.push(FieldError::from_violation(violation)),
         }
-        Some(Value::Array(items)) => items,
-        Some(_) => {
-            return Err(vec![FieldError::new(
-                body_loc(&[json!("objects")]),
-                "list_type",
-                "Input should be a valid list",
-            )]);
-        }
-    };
-    if items.len() > MAX_BATCH_OBJECTS {
-        return Err(vec![FieldError::new(
-            body_loc(&[json!("objects")]),
-            "too_long",
-            format!(
-                "List should have at most {MAX_BATCH_OBJECTS} items after validation, not {}",
-                items.len()
-            ),
-        )]);
     }
+    if !root_errors.is_empty() {
+        return Err(root_errors);
+    }
+    let items = body
+        .get("objects")
+        .and_then(Value::as_array)
+        .ok_or_else(|| vec![unreadable(&[json!("objects")])])?;
 
     let mut whole_batch_errors = Vec::new();
     let mut checked = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
-        let result = match check_shape(Dialect::Objects, item) {
+        let shape = match by_item.remove(&index) {
+            Some(errors) => Err(errors),
+            None => read_object(Dialect::Objects, item).map_err(|errors| {
+                errors
+                    .into_iter()
+                    .map(|mut e| {
+                        // ["body", rest...] → ["body", "objects", index, rest...]
+                        e.loc.splice(1..1, [json!("objects"), json!(index)]);
+                        e
+                    })
+                    .collect()
+            }),
+        };
+        let result = match shape {
             Ok(object) => check_schema(&object, bucket, schema)
                 .map(|()| object)
                 .map_err(|rejection| match rejection {
@@ -224,16 +255,12 @@ pub(crate) fn validate_batch<'a>(
                         error: message,
                         error_type: "ValidationError",
                     },
-                    Rejection::Shape(errors) => shape_failure(&errors),
+                    Rejection::Shape(errors) => shape_failure(&errors, 1),
                 }),
             Err(errors) => match shape_errors {
-                BatchShapeErrors::PerObject => Err(shape_failure(&errors)),
+                BatchShapeErrors::PerObject => Err(shape_failure(&errors, 3)),
                 BatchShapeErrors::RejectBatch => {
-                    whole_batch_errors.extend(errors.into_iter().map(|mut e| {
-                        // ["body", rest...] → ["body", "objects", index, rest...]
-                        e.loc.splice(1..1, [json!("objects"), json!(index)]);
-                        e
-                    }));
+                    whole_batch_errors.extend(errors);
                     continue;
                 }
             },
@@ -251,16 +278,27 @@ pub(crate) fn validate_batch<'a>(
     }
 }
 
-/// One failure message for all shape errors of an object:
-/// `blobs.0.type: Input should be ...; ...`, locations relative to the object.
-fn shape_failure(errors: &[FieldError]) -> ItemFailure {
+/// `i` of a path `["objects", i, ...]`.
+fn item_index(path: &[Value]) -> Option<usize> {
+    match path {
+        [key, index, ..] if key == "objects" => {
+            index.as_u64().and_then(|i| usize::try_from(i).ok())
+        }
+        _ => None,
+    }
+}
+
+/// One failure message for all shape errors of a batch object:
+/// `blobs.0.type: Input should be ...; ...`, locations relative to the object
+/// (the first `skip` parts of each `loc`, `["body", "objects", i]`, dropped).
+fn shape_failure(errors: &[FieldError], skip: usize) -> ItemFailure {
     let parts: Vec<String> = errors
         .iter()
         .map(|e| {
             let loc: Vec<String> = e
                 .loc
                 .iter()
-                .skip(1)
+                .skip(skip)
                 .map(|part| match part {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
@@ -279,19 +317,15 @@ fn shape_failure(errors: &[FieldError]) -> ItemFailure {
     }
 }
 
-/// The FastAPI error for a value at `loc` that should be a JSON object.
-fn not_an_object(loc: Vec<Value>) -> FieldError {
-    FieldError::new(
-        loc,
-        "model_attributes_type",
-        "Input should be a valid dictionary or object to extract fields from",
-    )
-}
-
 /// The request body as a JSON object, or the error FastAPI gives otherwise.
 pub(crate) fn body_object(body: &Value) -> Result<&Map<String, Value>, Vec<FieldError>> {
-    body.as_object()
-        .ok_or_else(|| vec![not_an_object(body_loc(&[]))])
+    body.as_object().ok_or_else(|| {
+        vec![FieldError::new(
+            body_loc(&[]),
+            "model_attributes_type",
+            "Input should be a valid dictionary or object to extract fields from",
+        )]
+    })
 }
 
 pub(crate) fn body_loc(path: &[Value]) -> Vec<Value> {
@@ -300,270 +334,73 @@ pub(crate) fn body_loc(path: &[Value]) -> Vec<Value> {
     loc
 }
 
-fn check_shape(dialect: Dialect, body: &Value) -> Result<ValidObject, Vec<FieldError>> {
-    let root = body_object(body)?;
-    let mut errors = Vec::new();
+/// The error for a value the contract accepted but this module cannot read:
+/// the contract and the reader disagree, which the tests rule out; answered as
+/// a validation error rather than a panic.
+pub(crate) fn unreadable(path: &[Value]) -> FieldError {
+    FieldError::new(
+        body_loc(path),
+        "value_error",
+        "Value error, the emulator cannot read this value although it fits the request contract",
+    )
+}
 
-    let key_prefix = optional_string(root, "key_prefix", &[], &mut errors);
-    let skip_duplicates = optional_bool(root, "skip_duplicates", &[], &mut errors);
+/// Reads a create body the contract accepted.
+fn read_object(dialect: Dialect, body: &Value) -> Result<ValidObject, Vec<FieldError>> {
+    let root = body_object(body)?;
+    let text = |key: &str| root.get(key).and_then(Value::as_str).map(str::to_string);
     let metadata = match dialect {
-        Dialect::ObjectsCreate => optional_object(root, "metadata", &[], &mut errors),
+        Dialect::ObjectsCreate => root
+            .get("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        // Every root key the contract does not name is object metadata.
         Dialect::Objects => {
-            optional_bool(root, "canonicalize_source", &[], &mut errors);
-            optional_bool(root, "force_remirror", &[], &mut errors);
+            let fields = &Contract::CreateObject.schema()["properties"];
             root.iter()
-                .filter(|(k, _)| !OBJECTS_ROOT_KEYS.contains(&k.as_str()))
+                .filter(|(k, _)| fields.get(k.as_str()).is_none())
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         }
     };
-
     let mut blobs = Vec::new();
-    match root.get("blobs") {
-        // The docs page's model has no default for `blobs`; openapi's defaults to [].
-        None if dialect == Dialect::ObjectsCreate => errors.push(FieldError::new(
-            body_loc(&[json!("blobs")]),
-            "missing",
-            "Field required",
-        )),
-        None => {}
-        Some(Value::Array(items)) => {
-            for (index, item) in items.iter().enumerate() {
-                if let Some(blob) = check_blob(dialect, index, item, &mut errors) {
-                    blobs.push(blob);
-                }
-            }
-        }
-        Some(_) => errors.push(FieldError::new(
-            body_loc(&[json!("blobs")]),
-            "list_type",
-            "Input should be a valid list",
-        )),
-    }
-
-    if errors.is_empty() {
-        Ok(ValidObject {
-            key_prefix,
-            blobs,
-            metadata,
-            skip_duplicates: skip_duplicates.unwrap_or(false),
-        })
-    } else {
-        Err(errors)
-    }
-}
-
-fn check_blob(
-    dialect: Dialect,
-    index: usize,
-    item: &Value,
-    errors: &mut Vec<FieldError>,
-) -> Option<ValidBlob> {
-    let at = [json!("blobs"), json!(index)];
-    let Some(blob) = item.as_object() else {
-        errors.push(not_an_object(body_loc(&at)));
-        return None;
-    };
-    let before = errors.len();
-    let field = |name: &str| body_loc(&[json!("blobs"), json!(index), json!(name)]);
-
-    let property = match blob.get("property") {
-        None => {
-            errors.push(FieldError::new(
-                field("property"),
-                "missing",
-                "Field required",
-            ));
-            None
-        }
-        Some(Value::String(p)) => {
-            let chars = p.chars().count();
-            if chars < PROPERTY_MIN_CHARS {
-                errors.push(FieldError::new(
-                    field("property"),
-                    "string_too_short",
-                    format!("String should have at least {PROPERTY_MIN_CHARS} character"),
-                ));
-            } else if chars > PROPERTY_MAX_CHARS {
-                errors.push(FieldError::new(
-                    field("property"),
-                    "string_too_long",
-                    format!("String should have at most {PROPERTY_MAX_CHARS} characters"),
-                ));
-            }
-            Some(p.clone())
-        }
-        Some(_) => {
-            errors.push(FieldError::new(
-                field("property"),
-                "string_type",
-                "Input should be a valid string",
-            ));
-            None
-        }
-    };
-
-    let kind = match blob.get("type") {
-        None => {
-            errors.push(FieldError::new(field("type"), "missing", "Field required"));
-            None
-        }
-        Some(Value::String(t)) if dialect.accepts_type(t) => Some(t.clone()),
-        Some(_) => {
-            errors.push(FieldError::new(
-                field("type"),
-                "enum",
-                format!(
-                    "Input should be {}",
-                    quoted_choice(&dialect.accepted_types())
-                ),
-            ));
-            None
-        }
-    };
-
-    let key_prefix = optional_string(blob, "key_prefix", &at, errors);
-    let metadata = optional_object(blob, "metadata", &at, errors);
-    let has_data = !matches!(blob.get("data"), None | Some(Value::Null));
-
-    let mut upload_id = None;
-    match dialect {
-        Dialect::ObjectsCreate => {
-            if !has_data {
-                errors.push(FieldError::new(field("data"), "missing", "Field required"));
-            }
-        }
-        Dialect::Objects => {
-            let upload_ok = match blob.get("upload_id") {
-                None | Some(Value::Null) => true,
-                Some(Value::String(id)) if upload_id_matches(id) => {
-                    upload_id = Some(id.clone());
-                    true
-                }
-                Some(Value::String(_)) => {
-                    errors.push(FieldError::new(
-                        field("upload_id"),
-                        "string_pattern_mismatch",
-                        format!("String should match pattern '{UPLOAD_ID_PATTERN}'"),
-                    ));
-                    false
-                }
-                Some(_) => {
-                    errors.push(FieldError::new(
-                        field("upload_id"),
-                        "string_type",
-                        "Input should be a valid string",
-                    ));
-                    false
-                }
-            };
-            // pydantic runs the model validator only on fields that parsed.
-            if upload_ok && has_data == upload_id.is_some() {
-                errors.push(FieldError::new(
-                    body_loc(&at),
-                    "value_error",
-                    "Value error, exactly one of 'data' or 'upload_id' must be provided",
-                ));
-            }
+    if let Some(items) = root.get("blobs").and_then(Value::as_array) {
+        for (index, item) in items.iter().enumerate() {
+            let blob = read_blob(dialect, item)
+                .ok_or_else(|| vec![unreadable(&[json!("blobs"), json!(index)])])?;
+            blobs.push(blob);
         }
     }
-
-    if errors.len() != before {
-        return None;
-    }
-    Some(ValidBlob {
-        property: property?,
-        kind: kind?,
-        key_prefix,
+    Ok(ValidObject {
+        key_prefix: text("key_prefix"),
+        blobs,
         metadata,
-        upload_id,
+        skip_duplicates: root
+            .get("skip_duplicates")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 
-/// `^upl_[a-zA-Z0-9_-]+$`, without pulling in a regex engine for one pattern.
-pub(crate) fn upload_id_matches(id: &str) -> bool {
-    id.strip_prefix("upl_").is_some_and(|rest| {
-        !rest.is_empty()
-            && rest
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+fn read_blob(dialect: Dialect, item: &Value) -> Option<ValidBlob> {
+    let blob = item.as_object()?;
+    let text = |key: &str| blob.get(key).and_then(Value::as_str).map(str::to_string);
+    Some(ValidBlob {
+        property: text("property")?,
+        kind: text("type")?,
+        key_prefix: text("key_prefix"),
+        metadata: blob
+            .get("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        // The docs page's blobs have no upload reference.
+        upload_id: match dialect {
+            Dialect::ObjectsCreate => None,
+            Dialect::Objects => text("upload_id"),
+        },
     })
-}
-
-/// pydantic's wording for an enum miss: `'a', 'b' or 'c'`.
-fn quoted_choice(values: &[&str]) -> String {
-    let quoted: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
-    match quoted.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        Some((only, _)) => only.clone(),
-        None => String::new(),
-    }
-}
-
-pub(crate) fn optional_string(
-    obj: &Map<String, Value>,
-    key: &str,
-    at: &[Value],
-    errors: &mut Vec<FieldError>,
-) -> Option<String> {
-    match obj.get(key) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            let mut path = at.to_vec();
-            path.push(json!(key));
-            errors.push(FieldError::new(
-                body_loc(&path),
-                "string_type",
-                "Input should be a valid string",
-            ));
-            None
-        }
-    }
-}
-
-pub(crate) fn optional_bool(
-    obj: &Map<String, Value>,
-    key: &str,
-    at: &[Value],
-    errors: &mut Vec<FieldError>,
-) -> Option<bool> {
-    match obj.get(key) {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(_) => {
-            let mut path = at.to_vec();
-            path.push(json!(key));
-            errors.push(FieldError::new(
-                body_loc(&path),
-                "bool_type",
-                "Input should be a valid boolean",
-            ));
-            None
-        }
-    }
-}
-
-pub(crate) fn optional_object(
-    obj: &Map<String, Value>,
-    key: &str,
-    at: &[Value],
-    errors: &mut Vec<FieldError>,
-) -> Map<String, Value> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(_) => {
-            let mut path = at.to_vec();
-            path.push(json!(key));
-            errors.push(FieldError::new(
-                body_loc(&path),
-                "dict_type",
-                "Input should be a valid dictionary",
-            ));
-            Map::new()
-        }
-    }
 }
 
 /// Whether a blob of type `blob` may fill a schema field declared `field`.
@@ -623,11 +460,11 @@ mod tests {
         json!({ "key_prefix": "/docs", "blobs": [blob], "metadata": {"a": 1} })
     }
 
-    fn shape_errors(result: Result<ValidObject, Rejection>) -> Vec<(String, &'static str)> {
+    fn shape_errors(result: Result<ValidObject, Rejection>) -> Vec<(String, String)> {
         match result {
             Err(Rejection::Shape(errors)) => errors
                 .into_iter()
-                .map(|e| (Value::Array(e.loc).to_string(), e.kind))
+                .map(|e| (Value::Array(e.loc).to_string(), e.kind.into_owned()))
                 .collect(),
             other => panic!("expected a shape rejection, got {other:?}"),
         }
@@ -650,7 +487,10 @@ mod tests {
         #[case] kind: &'static str,
     ) {
         let result = validate_create(Dialect::ObjectsCreate, &create_body(blob), "b", &json!({}));
-        assert_eq!(shape_errors(result), vec![(loc.to_string(), kind)]);
+        assert_eq!(
+            shape_errors(result),
+            vec![(loc.to_string(), kind.to_string())]
+        );
     }
 
     #[rstest]
@@ -667,7 +507,10 @@ mod tests {
     ) {
         let body = json!({ "blobs": [blob] });
         let result = validate_create(Dialect::Objects, &body, "b", &json!({}));
-        assert_eq!(shape_errors(result), vec![(loc.to_string(), kind)]);
+        assert_eq!(
+            shape_errors(result),
+            vec![(loc.to_string(), kind.to_string())]
+        );
     }
 
     #[rstest]
@@ -684,7 +527,10 @@ mod tests {
         #[case] kind: &'static str,
     ) {
         let result = validate_create(dialect, &body, "b", &json!({}));
-        assert_eq!(shape_errors(result), vec![(loc.to_string(), kind)]);
+        assert_eq!(
+            shape_errors(result),
+            vec![(loc.to_string(), kind.to_string())]
+        );
     }
 
     #[test]
@@ -840,12 +686,80 @@ mod tests {
     #[case("upl_a b", false)]
     #[case("upl_ü", false)]
     fn upload_id_pattern(#[case] id: &str, #[case] ok: bool) {
-        assert_eq!(upload_id_matches(id), ok);
+        let body = json!({"blobs": [{"property": "v", "type": "video", "upload_id": id}]});
+        let result = validate_create(Dialect::Objects, &body, "b", &json!({}));
+        assert_eq!(result.is_ok(), ok, "{result:?}");
     }
 
     #[test]
-    fn quoted_choice_wording() {
-        assert_eq!(quoted_choice(&["a"]), "'a'");
-        assert_eq!(quoted_choice(&["a", "b", "c"]), "'a', 'b' or 'c'");
+    fn contract_errors_carry_their_pointer() {
+        let body = json!({"blobs": [{"property": "c", "type": "PDF", "data": "x"}]});
+        let Err(Rejection::Shape(errors)) =
+            validate_create(Dialect::Objects, &body, "b", &json!({}))
+        else {
+            panic!("expected a shape rejection");
+        };
+        assert_eq!(
+            errors[0].to_json()["ctx"]["pointer"],
+            json!("/blobs/0/type")
+        );
+        assert_eq!(
+            errors[0].to_json()["loc"],
+            json!(["body", "blobs", 0, "type"])
+        );
+    }
+
+    #[test]
+    fn field_types_come_from_the_contract() {
+        let types = field_types();
+        assert_eq!(types.len(), 15);
+        assert_eq!(types.first(), Some(&"string"));
+        assert_eq!(types.last(), Some(&"excel"));
+    }
+
+    #[rstest]
+    #[case::reject_batch(BatchShapeErrors::RejectBatch)]
+    #[case::per_object(BatchShapeErrors::PerObject)]
+    fn batch_shape_errors_are_located_in_their_object(#[case] mode: BatchShapeErrors) {
+        let good = json!({"blobs": [{"property": "c", "type": "pdf", "data": "x"}]});
+        let bad = json!({"blobs": [{"property": "c", "type": "PDF", "data": "x"}]});
+        let body = json!({"objects": [good, bad]});
+        let result = validate_batch(&body, "b", &json!({}), mode);
+        match mode {
+            BatchShapeErrors::RejectBatch => {
+                let errors = result.unwrap_err();
+                assert_eq!(errors.len(), 1);
+                assert_eq!(
+                    Value::Array(errors[0].loc.clone()),
+                    json!(["body", "objects", 1, "blobs", 0, "type"])
+                );
+            }
+            BatchShapeErrors::PerObject => {
+                let items = result.unwrap();
+                assert!(items[0].result.is_ok());
+                let failure = items[1].result.clone().unwrap_err();
+                assert!(
+                    failure.error.starts_with("blobs.0.type: Input should be "),
+                    "{failure:?}"
+                );
+                assert_eq!(failure.error_type, "ValidationError");
+            }
+        }
+    }
+
+    #[rstest]
+    #[case::missing(json!({}), "missing")]
+    #[case::not_a_list(json!({"objects": {}}), "list_type")]
+    #[case::too_many(json!({"objects": vec![json!({}); 101]}), "too_long")]
+    fn malformed_batch_roots_fail_whole(#[case] body: Value, #[case] kind: &str) {
+        for mode in [BatchShapeErrors::RejectBatch, BatchShapeErrors::PerObject] {
+            let errors = validate_batch(&body, "b", &json!({}), mode).unwrap_err();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].kind, kind);
+            assert_eq!(
+                Value::Array(errors[0].loc.clone()),
+                json!(["body", "objects"])
+            );
+        }
     }
 }

@@ -53,12 +53,6 @@ impl Config {
     /// each, so an operator is told instead of silently surprised.
     pub fn not_yet_applied(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.api.max_bytes_per_second > 0 {
-            out.push(
-                "api.max_bytes_per_second is not enforced yet; uploads are not throttled"
-                    .to_owned(),
-            );
-        }
         if let Some(listen) = self.metrics.listen {
             out.push(format!(
                 "metrics.listen = {listen}: the metrics endpoint is not served yet"

@@ -19,7 +19,7 @@ use crate::config::{AfterDelivery, Watch};
 use crate::pipeline::classify::Classifier;
 use crate::pipeline::group;
 use crate::pipeline::request;
-use crate::pipeline::{BlobSpec, ObjectSpec};
+use crate::pipeline::{BlobData, BlobSpec, ObjectSpec, UploadFile};
 use crate::store::{DisposeFile, NewFile, NewObject};
 use crate::telemetry::Counters;
 
@@ -150,6 +150,36 @@ pub fn build_group(
                 continue;
             }
         };
+        if delivery == request::Delivery::Upload {
+            // Streamed from disk at send time: nothing of it is held here,
+            // and the request body carries only its upload id.
+            let Some(path) = member.abs.to_str() else {
+                problems.push(format!(
+                    "{}: the path is not valid UTF-8, which the upload flow cannot record; \
+                     rename the file",
+                    member.rel
+                ));
+                continue;
+            };
+            blobs.push(BlobSpec {
+                property: classified.property,
+                blob_type: classified.blob_type,
+                key_prefix: blob_key_prefix.clone(),
+                data: BlobData::Upload {
+                    file: UploadFile {
+                        path: path.to_owned(),
+                        size: read.size,
+                        mtime_ns: read.mtime_ns,
+                        sha256: read.sha256.clone(),
+                        mime_type: classified.mime.clone(),
+                        filename: file_name.to_owned(),
+                        follow_symlinks: watch.follow_symlinks,
+                    },
+                    upload_id: None,
+                },
+            });
+            continue;
+        }
         // A URL carries no content; every other delivery carries the bytes read.
         let content = match (delivery, read.content.as_deref()) {
             (request::Delivery::Url, _) => &[][..],
@@ -165,7 +195,7 @@ pub fn build_group(
         if bytes + content.len() as u64 > MAX_OBJECT_PAYLOAD {
             problems.push(format!(
                 "the group's files add up to more than {} MiB sent in one request; \
-                 use group_by = \"file\" or \"stem\", delivery = \"url\", or a smaller inline_max_bytes",
+                 use group_by = \"file\" or \"stem\", delivery = \"upload\" or \"url\", or a smaller inline_max_bytes",
                 MAX_OBJECT_PAYLOAD / (1024 * 1024)
             ));
             break;

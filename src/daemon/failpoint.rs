@@ -15,6 +15,8 @@ pub const AFTER_HASH: &str = "after-hash";
 pub const AFTER_ENQUEUE: &str = "after-enqueue";
 /// A 2xx came back and is not recorded yet.
 pub const AFTER_RESPONSE: &str = "after-response";
+/// A presigned PUT succeeded and is recorded; the upload is not confirmed.
+pub const AFTER_PUT: &str = "after-put";
 /// The delivery is recorded; disposal has not run.
 pub const AFTER_RECORD: &str = "after-record";
 

@@ -48,6 +48,37 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
+/// Opens `path` for reading if it is still the regular file the caller saw
+/// (`expected_size`, `expected_mtime_ns`). Without `follow_symlinks`, a
+/// symlink swapped in since is refused (`O_NOFOLLOW`); `O_NONBLOCK` keeps a
+/// FIFO swapped in from hanging the open.
+pub fn open_checked(
+    path: &Path,
+    expected_size: u64,
+    expected_mtime_ns: i64,
+    follow_symlinks: bool,
+) -> Result<File, ReadError> {
+    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    if !follow_symlinks {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = match File::options().read(true).custom_flags(flags).open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Vanished),
+        // ELOOP: the path became a symlink since the scan.
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Err(ReadError::NotRegular),
+        Err(err) => return Err(ReadError::Io(err)),
+    };
+    let before = file.metadata()?;
+    if !before.is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    if before.len() != expected_size || mtime_ns(&before) != expected_mtime_ns {
+        return Err(ReadError::Changed);
+    }
+    Ok(file)
+}
+
 /// Reads and hashes `path`, which the scan saw with `expected_size` and
 /// `expected_mtime_ns`. Keeps the content when the file is at most
 /// `keep_content_max` bytes. Without `follow_symlinks`, a symlink swapped in
@@ -60,25 +91,8 @@ pub fn read_file(
     keep_content_max: u64,
     follow_symlinks: bool,
 ) -> Result<FileRead, ReadError> {
-    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
-    if !follow_symlinks {
-        flags |= libc::O_NOFOLLOW;
-    }
-    let mut file = match File::options().read(true).custom_flags(flags).open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Vanished),
-        // ELOOP: the path became a symlink since the scan.
-        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Err(ReadError::NotRegular),
-        Err(err) => return Err(ReadError::Io(err)),
-    };
-    let before = file.metadata()?;
-    if !before.is_file() {
-        return Err(ReadError::NotRegular);
-    }
-    let (size, mtime) = (before.len(), mtime_ns(&before));
-    if size != expected_size || mtime != expected_mtime_ns {
-        return Err(ReadError::Changed);
-    }
+    let mut file = open_checked(path, expected_size, expected_mtime_ns, follow_symlinks)?;
+    let (size, mtime) = (expected_size, expected_mtime_ns);
 
     let mut hasher = Sha256::new();
     let mut head = Vec::with_capacity(HEAD_SIZE.min(usize::try_from(size).unwrap_or(HEAD_SIZE)));

@@ -23,11 +23,13 @@ pub mod intake;
 pub mod scan;
 pub mod shutdown;
 pub mod submit;
+pub mod tasks;
 pub mod watch;
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,15 +41,16 @@ use tracing::{error, info, warn};
 use self::build::Built;
 use self::dispose::Disposer;
 use self::intake::{GroupPlan, Intake, Waiting};
-use self::submit::{Submitted, Submitter};
+use self::submit::{Due, Submitted, Submitter, SubmitterSettings};
 use self::watch::{Hint, Mode};
 use crate::api::{ApiClient, ApiKey};
 use crate::config::Config;
 use crate::error::FatalError;
-use crate::pipeline::Dialect;
+use crate::pipeline::{Dialect, batch};
 use crate::pipeline::retry::Backoff;
 use crate::store::{Store, StoreError, unix_now_ms};
 use crate::telemetry::{Counters, CountersSnapshot, service};
+use crate::transfer::Presigned;
 
 /// Shared access to the store. SQLite commits wait for the disk, so async
 /// code goes through `run`, which takes the blocking pool.
@@ -163,6 +166,15 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 const BUILD_SLOTS: usize = 2;
 /// Event paths handled in one step before intake looks at readiness again.
 const HINT_BATCH: usize = 4096;
+/// How long a partial batch waits for more objects while builds are still
+/// running (`run`): long enough for a burst to fill batches, short against
+/// the settle time an operator waits anyway.
+const BATCH_LINGER_RUN: Duration = Duration::from_millis(500);
+/// The same for `once`, where nobody waits on a single object; it only
+/// guards against waiting forever.
+const BATCH_LINGER_ONCE: Duration = Duration::from_secs(30);
+/// Tasks polled per pass of the task loop.
+const TASK_POLLS: usize = 8;
 
 /// What a finished `once` reports.
 #[derive(Debug, Clone)]
@@ -201,7 +213,17 @@ pub struct Engine {
     disposer: Arc<Disposer>,
     /// Raised when an object was delivered or skipped: disposals may be due.
     dispose_wake: Arc<Notify>,
+    /// For task polls.
+    client: ApiClient,
+    /// Groups queued for building or being built: more objects are coming,
+    /// so a partial batch may wait for them.
+    building: Arc<AtomicUsize>,
+    /// Submissions in flight (objects or batches).
+    in_flight: AtomicUsize,
 }
+
+/// A finished send: the object ids it carried, and each one's outcome.
+type Sent = (Vec<i64>, Result<Vec<(i64, Submitted)>, FatalError>);
 
 /// A build that came back, for intake to apply.
 struct BuildDone {
@@ -244,16 +266,21 @@ impl Engine {
             .and_then(Dialect::parse);
         let intake = Intake::new(&config.watches, &store)?;
         let client = ApiClient::new(&config.api, key)?;
+        let presigned = Presigned::new(&config.api, client.throttle())?;
         let backoff = Backoff::try_new(config.retry.initial, config.retry.max)
             .map_err(|err| FatalError::Runtime(format!("retry settings: {err}")))?;
         let store = StoreHandle::new(store);
         let submitter = Submitter::new(
-            client,
+            client.clone(),
+            presigned,
             store.clone(),
-            backoff,
-            config.api.dialect,
-            remembered,
-            config.api.auto_process,
+            SubmitterSettings {
+                backoff,
+                setting: config.api.dialect,
+                remembered,
+                auto_process: config.api.auto_process,
+                max_in_flight: config.api.max_in_flight,
+            },
             Arc::clone(&counters),
         );
         Ok(Engine {
@@ -266,6 +293,9 @@ impl Engine {
             progress: Notify::new(),
             disposer: Arc::new(Disposer::new(&config.watches)),
             dispose_wake: Arc::new(Notify::new()),
+            client,
+            building: Arc::new(AtomicUsize::new(0)),
+            in_flight: AtomicUsize::new(0),
             config,
         })
     }
@@ -284,7 +314,7 @@ impl Engine {
     /// bucket: nothing a script gains by waiting for) or on `shutdown`.
     pub async fn once(&self, shutdown: impl Future<Output = ()>) -> Result<OnceReport, FatalError> {
         let cancel = CancellationToken::new();
-        let submit = self.submit_loop(cancel.clone());
+        let submit = self.submit_loop(cancel.clone(), BATCH_LINGER_ONCE);
         let drive = async {
             let result = self.once_drive(shutdown).await;
             cancel.cancel();
@@ -341,12 +371,13 @@ impl Engine {
     pub async fn run<T>(&self, stop: impl Future<Output = T>) -> Result<T, FatalError> {
         let cancel = CancellationToken::new();
         let work = async {
-            let (intake, submit, dispose) = tokio::join!(
+            let (intake, submit, dispose, tasks) = tokio::join!(
                 self.intake_loop(cancel.clone()),
-                self.submit_loop(cancel.clone()),
-                self.dispose_loop(cancel.clone())
+                self.submit_loop(cancel.clone(), BATCH_LINGER_RUN),
+                self.dispose_loop(cancel.clone()),
+                self.task_loop(cancel.clone())
             );
-            intake.and(submit).and(dispose)
+            intake.and(submit).and(dispose).and(tasks)
         };
         tokio::pin!(stop);
         tokio::pin!(work);
@@ -431,6 +462,7 @@ impl Engine {
                 announced = true;
             }
             let (plans, waiting) = self.ready(true);
+            self.building.fetch_add(plans.len(), Ordering::SeqCst);
             queue.extend(plans);
             if let Some(every) = watchdog
                 && Instant::now() >= next_ping
@@ -483,36 +515,40 @@ impl Engine {
         Ok(())
     }
 
-    /// Sends outbox items as they come due, at most `max_in_flight` at once,
-    /// until cancelled; then gives requests in flight `shutdown_grace`.
-    async fn submit_loop(&self, cancel: CancellationToken) -> Result<(), FatalError> {
+    /// Sends outbox items as they come due, at most `max_in_flight` sends at
+    /// once (a send is one object, or a batch of them), until cancelled;
+    /// then gives requests in flight `shutdown_grace`. While builds are
+    /// still running, a batch that is not full waits up to `linger` for more
+    /// objects: a burst then goes in full batches instead of many small ones.
+    async fn submit_loop(
+        &self,
+        cancel: CancellationToken,
+        linger: Duration,
+    ) -> Result<(), FatalError> {
         let limit = self.config.api.max_in_flight.max(1);
-        let mut tasks: JoinSet<(i64, Result<Submitted, FatalError>)> = JoinSet::new();
+        let mut tasks: JoinSet<Sent> = JoinSet::new();
         let mut in_flight: HashSet<i64> = HashSet::new();
         let result: Result<(), FatalError> = async {
             loop {
+                let mut wake = self.next_submit_wake().await?;
                 if tasks.len() < limit && self.submitter.pause().is_none() {
-                    let now = unix_now_ms();
-                    let fetch = limit + in_flight.len();
-                    let due = self.store.run(move |s| s.due(now, fetch)).await?;
-                    let fresh: Vec<_> = due
-                        .into_iter()
-                        .filter(|i| !in_flight.contains(&i.id))
-                        .take(limit - tasks.len())
-                        .collect();
-                    for item in fresh {
-                        in_flight.insert(item.id);
-                        let submitter = Arc::clone(&self.submitter);
-                        tasks.spawn(async move { (item.id, submitter.submit(item).await) });
+                    match self.lingering(in_flight.len(), linger).await? {
+                        Some(wait) => wake = wake.min(wait),
+                        None => {
+                            let room = limit - tasks.len();
+                            self.send_due(&mut tasks, &mut in_flight, room).await?;
+                        }
                     }
                 }
-                let wake = self.next_submit_wake().await?;
+                self.in_flight.store(in_flight.len(), Ordering::SeqCst);
                 tokio::select! {
                     () = cancel.cancelled() => return Ok(()),
                     Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                        let (id, outcome) = joined.expect("a submission task panicked");
-                        in_flight.remove(&id);
-                        if outcome? == Submitted::Delivered {
+                        let (ids, outcomes) = joined.expect("a submission task panicked");
+                        for id in &ids {
+                            in_flight.remove(id);
+                        }
+                        if outcomes?.iter().any(|(_, o)| *o == Submitted::Delivered) {
                             self.dispose_wake.notify_one();
                         }
                         self.progress.notify_one();
@@ -545,6 +581,114 @@ impl Engine {
                 );
                 tasks.abort_all();
             }
+        }
+        result
+    }
+
+    /// `Some(wait)` while a partial batch should wait for the objects builds
+    /// are about to queue: batching is on, builds are running, fewer than a
+    /// batch are due, and the longest due has waited less than `linger`.
+    async fn lingering(
+        &self,
+        in_flight: usize,
+        linger: Duration,
+    ) -> Result<Option<Duration>, FatalError> {
+        if self.building.load(Ordering::SeqCst) == 0 || !self.submitter.batching() {
+            return Ok(None);
+        }
+        let now = unix_now_ms();
+        let (due, oldest) = self.store.run(move |s| s.due_stats(now)).await?;
+        let waiting = usize::try_from(due).unwrap_or(usize::MAX).saturating_sub(in_flight);
+        let Some(oldest) = oldest.filter(|_| waiting > 0 && waiting < batch::MAX_OBJECTS) else {
+            return Ok(None);
+        };
+        let waited = Duration::from_millis(u64::try_from(now - oldest).unwrap_or(0));
+        Ok(linger
+            .checked_sub(waited)
+            .filter(|left| !left.is_zero()))
+    }
+
+    /// Starts up to `room` sends of the objects due now.
+    async fn send_due(
+        &self,
+        tasks: &mut JoinSet<Sent>,
+        in_flight: &mut HashSet<i64>,
+        room: usize,
+    ) -> Result<(), FatalError> {
+        let now = unix_now_ms();
+        let fetch = room * batch::MAX_OBJECTS + in_flight.len();
+        let due = self.store.run(move |s| s.due(now, fetch)).await?;
+        let due: Vec<Due> = due
+            .into_iter()
+            .filter(|i| !in_flight.contains(&i.id))
+            .map(Due::new)
+            .collect();
+        let candidates: Vec<batch::Candidate<'_>> = due
+            .iter()
+            .map(|d| batch::Candidate {
+                bucket: &d.item.bucket,
+                bytes: d.item.spec_json.len(),
+                batchable: self.submitter.batchable(d),
+            })
+            .collect();
+        let sends = batch::plan(&candidates, batch::MAX_OBJECTS);
+        drop(candidates);
+        let mut slots: Vec<Option<Due>> = due.into_iter().map(Some).collect();
+        for send in sends.into_iter().take(room) {
+            let mut items: Vec<Due> = send.iter().filter_map(|i| slots[*i].take()).collect();
+            let ids: Vec<i64> = items.iter().map(|d| d.item.id).collect();
+            in_flight.extend(&ids);
+            let submitter = Arc::clone(&self.submitter);
+            if items.len() == 1 && !submitter.batchable(&items[0]) {
+                let due = items.remove(0);
+                tasks.spawn(async move {
+                    let id = due.item.id;
+                    let outcome = submitter.submit(due).await.map(|o| vec![(id, o)]);
+                    (ids, outcome)
+                });
+            } else {
+                let bucket = items[0].item.bucket.clone();
+                tasks.spawn(async move {
+                    let outcome = submitter.submit_batch(&bucket, items).await;
+                    (ids, outcome)
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls the processing tasks of delivered objects while the submitter
+    /// has nothing to do (`tasks.rs`), until cancelled.
+    async fn task_loop(&self, cancel: CancellationToken) -> Result<(), FatalError> {
+        let result: Result<(), FatalError> = async {
+            loop {
+                let now = unix_now_ms();
+                let idle = self.in_flight.load(Ordering::SeqCst) == 0
+                    && self.submitter.pause().is_none()
+                    && self
+                        .store
+                        .run(|s| s.next_due_ms())
+                        .await?
+                        .is_none_or(|due| due > now);
+                if idle {
+                    let rows = self.store.run(move |s| s.due_tasks(now, TASK_POLLS)).await?;
+                    for row in rows {
+                        tasks::poll(&self.client, &self.store, row).await?;
+                    }
+                }
+                let next = self.store.run(|s| s.next_task_poll_ms()).await?;
+                let wake = next.map_or(MAX_IDLE, |at| {
+                    Duration::from_millis(u64::try_from(at - unix_now_ms()).unwrap_or(0))
+                });
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(wake.clamp(Duration::from_millis(50), MAX_IDLE)) => {}
+                }
+            }
+        }
+        .await;
+        if result.is_err() {
+            cancel.cancel();
         }
         result
     }
@@ -663,6 +807,7 @@ impl Engine {
         let has_upload = self.submitter.dialect_has_upload();
         let work = Arc::clone(&self.work);
         let dispose_wake = Arc::clone(&self.dispose_wake);
+        let building = Arc::clone(&self.building);
         builds.spawn_blocking(move || {
             let (built, unreadable) = plan.build(&store, has_upload, &counters);
             let is_object = matches!(built, Built::Object { .. });
@@ -673,8 +818,12 @@ impl Engine {
                 warn!(path = %item.path.display(), error = %item.error, "cannot read file; skipped until the next periodic rescan");
             }
             store.write(|s| record_built(s, &counters, &built))?;
+            // The last build of a burst ends a batch's wait for more.
+            let last = building.fetch_sub(1, Ordering::SeqCst) == 1;
             if is_object {
                 failpoint::hit(failpoint::AFTER_ENQUEUE);
+            }
+            if is_object || last {
                 work.notify_one();
             }
             if matches!(built, Built::Skipped { .. }) {
@@ -693,6 +842,7 @@ impl Engine {
     /// returns how many groups went back to settling.
     async fn build_all(&self, plans: Vec<GroupPlan>) -> Result<usize, FatalError> {
         let mut builds = JoinSet::new();
+        self.building.fetch_add(plans.len(), Ordering::SeqCst);
         let mut queue: VecDeque<GroupPlan> = plans.into();
         let mut unsettled = 0;
         loop {

@@ -9,20 +9,37 @@
 //!
 //! Under `api.dialect = "auto"` the first create that answers "no such
 //! endpoint" switches the dialect, logs it once, and remembers it in the store.
+//!
+//! Dialect `objects` adds two paths:
+//! - **Uploads.** An object with `upload` blobs first runs each blob's
+//!   presigned upload (create → PUT → confirm), the blobs of one object side
+//!   by side within `max_in_flight` PUT slots shared by all objects; every
+//!   step is recorded before the next, so a restart resumes where it stopped.
+//!   A presigned URL that expired before its PUT is renewed. A file that is
+//!   not the hashed version any more ends the object as `skipped` (its new
+//!   version is queued on its own); it is never confirmed.
+//! - **Batches.** Objects without uploads go to `objects/batch` in groups
+//!   (`pipeline::batch` decides the groups and reads the answers); each
+//!   object gets its own outcome, recorded in one transaction.
 
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
 
 use super::{StoreHandle, failpoint};
-use crate::api::{ApiClient, parse_create_ack};
+use crate::api::{ApiClient, Response, parse_create_ack, parse_upload_ack};
 use crate::config::DialectSetting;
 use crate::error::FatalError;
+use crate::pipeline::batch::{self, Verdict};
 use crate::pipeline::retry::{self, Backoff, Context, Decision};
-use crate::pipeline::{Dialect, ObjectSpec, request};
-use crate::store::{OutboxItem, PAUSE_META_KEY, unix_now_ms};
+use crate::pipeline::{BlobData, Dialect, ObjectSpec, UploadFile, request};
+use crate::store::{Ack, OutboxItem, PAUSE_META_KEY, UploadRow, unix_now_ms};
 use crate::telemetry::Counters;
+use crate::transfer::{Presigned, Put};
 
 /// Store key under which the dialect chosen by `auto` is remembered.
 pub const DIALECT_META_KEY: &str = "dialect";
@@ -34,6 +51,41 @@ pub enum Submitted {
     Retry,
     Dead,
     Paused,
+    /// Its upload file changed or vanished: recorded as skipped, not sent.
+    Superseded,
+    /// Sent in a batch that was refused as a whole for other objects' sake:
+    /// still due, to be sent again at once without them.
+    Again,
+}
+
+/// A due object with its stored request read.
+#[derive(Debug)]
+pub struct Due {
+    pub item: OutboxItem,
+    /// The stored request, or why it cannot be read.
+    pub spec: Result<ObjectSpec, String>,
+}
+
+impl Due {
+    pub fn new(item: OutboxItem) -> Due {
+        let spec = serde_json::from_str(&item.spec_json)
+            .map_err(|err| format!("stored request is unreadable: {err}"));
+        Due { item, spec }
+    }
+}
+
+/// How long before its stated expiry a presigned URL is renewed rather than
+/// used: a PUT that starts a moment before expiry fails halfway.
+const EXPIRY_MARGIN_MS: i64 = 60_000;
+
+/// Where one blob's upload ended for this attempt.
+enum UploadEnd {
+    /// Confirmed: the blob carries this id.
+    Ready(String),
+    /// The file is not the version that was hashed any more.
+    Superseded(String),
+    /// The API's verdict on a step (retry, dead letter, pause).
+    Failed(Decision),
 }
 
 /// The dialect in use, and whether it is still being probed.
@@ -91,36 +143,55 @@ const PAUSE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Submitter {
     client: ApiClient,
+    presigned: Presigned,
     store: StoreHandle,
     backoff: Backoff,
     auto_process: bool,
     counters: Arc<Counters>,
     dialect: Mutex<DialectState>,
     pause: Mutex<Option<Pause>>,
+    /// PUTs in flight, across objects (`api.max_in_flight`).
+    put_slots: Semaphore,
+    /// Objects of a batch refused as a whole that named no culprit: each
+    /// goes alone next time, to get its own verdict.
+    alone: Mutex<HashSet<i64>>,
+    /// The batch endpoint answered "no such endpoint": objects go one by one.
+    no_batch_endpoint: AtomicBool,
+}
+
+/// What the engine passes to [`Submitter::new`].
+pub struct SubmitterSettings {
+    pub backoff: Backoff,
+    pub setting: DialectSetting,
+    pub remembered: Option<Dialect>,
+    pub auto_process: bool,
+    pub max_in_flight: usize,
 }
 
 impl Submitter {
     pub fn new(
         client: ApiClient,
+        presigned: Presigned,
         store: StoreHandle,
-        backoff: Backoff,
-        setting: DialectSetting,
-        remembered: Option<Dialect>,
-        auto_process: bool,
+        settings: SubmitterSettings,
         counters: Arc<Counters>,
     ) -> Submitter {
         Submitter {
             client,
+            presigned,
             store,
-            backoff,
-            auto_process,
+            backoff: settings.backoff,
+            auto_process: settings.auto_process,
             counters,
             dialect: Mutex::new(DialectState {
-                setting,
-                known: remembered,
+                setting: settings.setting,
+                known: settings.remembered,
                 trying: None,
             }),
             pause: Mutex::new(None),
+            put_slots: Semaphore::new(settings.max_in_flight.max(1)),
+            alone: Mutex::new(HashSet::new()),
+            no_batch_endpoint: AtomicBool::new(false),
         }
     }
 
@@ -129,9 +200,40 @@ impl Submitter {
         self.lock_dialect().current().0
     }
 
-    /// Whether the presigned upload flow may be planned for new objects.
+    /// Whether the presigned upload flow may be planned for new objects: the
+    /// dialect is `objects`, or `auto` has not settled on `objects-create`
+    /// (an object with uploads is sent in dialect `objects` whatever `auto`
+    /// is probing).
     pub fn dialect_has_upload(&self) -> bool {
-        self.dialect().has_upload()
+        let state = self.lock_dialect();
+        match (state.setting, state.known) {
+            (DialectSetting::ObjectsCreate, _) => false,
+            (DialectSetting::Objects, _) => true,
+            (DialectSetting::Auto, known) => known != Some(Dialect::ObjectsCreate),
+        }
+    }
+
+    /// Whether `due` may travel in a batch now: dialect `objects` confirmed,
+    /// the batch endpoint exists, no uploads to run first, not singled out.
+    pub fn batchable(&self, due: &Due) -> bool {
+        let Ok(spec) = &due.spec else { return false };
+        let (dialect, probing) = self.lock_dialect().current();
+        dialect == Dialect::Objects
+            && !probing
+            && !self.no_batch_endpoint.load(Ordering::Relaxed)
+            && !request::has_uploads(spec)
+            && !self.lock_alone().contains(&due.item.id)
+    }
+
+    /// Whether objects go in batches now (dialect `objects` confirmed and a
+    /// batch endpoint): a partial batch may then wait for more.
+    pub fn batching(&self) -> bool {
+        let (dialect, probing) = self.lock_dialect().current();
+        dialect == Dialect::Objects && !probing && !self.no_batch_endpoint.load(Ordering::Relaxed)
+    }
+
+    fn lock_alone(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.alone.lock().expect("alone lock poisoned")
     }
 
     /// The pause in force, if any.
@@ -144,17 +246,36 @@ impl Submitter {
         self.dialect.lock().expect("dialect lock poisoned")
     }
 
-    /// Sends one item and records the outcome. Fails only on a store error.
-    pub async fn submit(&self, item: OutboxItem) -> Result<Submitted, FatalError> {
-        let spec: ObjectSpec = match serde_json::from_str(&item.spec_json) {
+    /// Sends one item (after its uploads, if it has any) and records the
+    /// outcome. Fails only on a store error.
+    pub async fn submit(&self, due: Due) -> Result<Submitted, FatalError> {
+        let Due { item, spec } = due;
+        self.lock_alone().remove(&item.id);
+        let mut spec = match spec {
             Ok(spec) => spec,
-            Err(err) => {
-                let reason = format!("stored request is unreadable: {err}");
+            Err(reason) => return self.dead(&item, reason).await,
+        };
+        let uploads = request::has_uploads(&spec);
+        if uploads {
+            if !self.dialect_has_upload() {
+                let reason = "the object has files for the presigned upload flow, which \
+                     dialect objects-create does not have; set api.dialect = \"objects\", or \
+                     run `mixpeek-ingest retry` after raising inline_max_bytes or setting \
+                     url_template"
+                    .to_owned();
                 return self.dead(&item, reason).await;
             }
-        };
+            if let Some(outcome) = self.run_uploads(&item, &mut spec).await? {
+                return Ok(outcome);
+            }
+        }
         loop {
-            let (dialect, probing) = self.lock_dialect().current();
+            let (dialect, probing) = if uploads {
+                // Only dialect `objects` has upload ids.
+                (Dialect::Objects, false)
+            } else {
+                self.lock_dialect().current()
+            };
             let request = request::render(&spec, dialect, self.auto_process);
             Counters::add(&self.counters.requests, 1);
             let response = self.client.send(&request).await;
@@ -162,10 +283,7 @@ impl Submitter {
                 attempt: item.attempts,
                 probing_dialect: probing,
             };
-            let decision = {
-                let mut rng = rand::rng();
-                retry::classify(&response.outcome(), &ctx, &self.backoff, &mut rng)
-            };
+            let decision = self.classify(&response, &ctx);
             match decision {
                 Decision::Success => {
                     failpoint::hit(failpoint::AFTER_RESPONSE);
@@ -180,25 +298,8 @@ impl Submitter {
                         })
                         .await?;
                     failpoint::hit(failpoint::AFTER_RECORD);
-                    let unconfirmed = {
-                        let state = self.lock_dialect();
-                        state.setting == DialectSetting::Auto && state.known.is_none()
-                    };
-                    if unconfirmed {
-                        self.remember_dialect(dialect).await?;
-                    }
-                    self.clear_pause().await?;
-                    Counters::add(&self.counters.objects_delivered, 1);
-                    let bytes: usize = spec.blobs.iter().map(blob_size).sum();
-                    info!(
-                        key_prefix = %spec.key_prefix,
-                        bucket = %spec.bucket,
-                        blobs = spec.blobs.len(),
-                        bytes,
-                        object_id = ack.object_id.as_deref().unwrap_or("-"),
-                        task_id = ack.task_id.as_deref().unwrap_or("-"),
-                        "delivered"
-                    );
+                    self.confirmed(dialect).await?;
+                    self.log_delivered(&spec, ack.object_id.as_deref(), ack.task_id.as_deref());
                     return Ok(Submitted::Delivered);
                 }
                 Decision::WrongDialect { reason } if probing => {
@@ -216,35 +317,455 @@ impl Submitter {
                         );
                     }
                 }
-                Decision::WrongDialect { reason } | Decision::Pause { reason } => {
-                    self.set_pause(&reason).await?;
-                    let next = unix_now_ms() + millis(self.backoff.max());
-                    let id = item.id;
-                    self.store
-                        .run(move |store| store.defer(id, next, &reason))
-                        .await?;
-                    return Ok(Submitted::Paused);
-                }
-                Decision::Retry { after, reason } => {
-                    Counters::add(&self.counters.retries, 1);
-                    warn!(
-                        key_prefix = %spec.key_prefix,
-                        bucket = %spec.bucket,
-                        attempt = item.attempts + 1,
-                        retry_in_ms = millis(after),
-                        %reason,
-                        "will retry"
-                    );
-                    let next = unix_now_ms() + millis(after);
-                    let id = item.id;
-                    self.store
-                        .run(move |store| store.mark_retry(id, next, &reason))
-                        .await?;
-                    return Ok(Submitted::Retry);
-                }
-                Decision::DeadLetter { reason } => return self.dead(&item, reason).await,
+                other => return self.settle_failure(&item, &spec.key_prefix, other).await,
             }
         }
+    }
+
+    /// Sends `items` (due objects of `bucket`, each [`Submitter::batchable`])
+    /// in one batch create and records each object's outcome. Returns the
+    /// outcome per object id.
+    pub async fn submit_batch(
+        &self,
+        bucket: &str,
+        items: Vec<Due>,
+    ) -> Result<Vec<(i64, Submitted)>, FatalError> {
+        let mut specs = Vec::with_capacity(items.len());
+        let mut outboxed = Vec::with_capacity(items.len());
+        let mut outcomes = Vec::with_capacity(items.len());
+        for due in items {
+            match due.spec {
+                Ok(spec) => {
+                    specs.push(spec);
+                    outboxed.push(due.item);
+                }
+                // `batchable` keeps these out; should one slip in, it is
+                // judged on its own rather than spoil the batch.
+                Err(reason) => outcomes.push((due.item.id, self.dead(&due.item, reason).await?)),
+            }
+        }
+        if outboxed.is_empty() {
+            return Ok(outcomes);
+        }
+        let request = request::render_batch(bucket, &specs, self.auto_process);
+        Counters::add(&self.counters.requests, 1);
+        let response = self.client.send(&request).await;
+        let ctx = Context {
+            attempt: outboxed.iter().map(|i| i.attempts).min().unwrap_or(0),
+            // A missing batch route answers like a missing dialect: 404
+            // without an envelope, or 405.
+            probing_dialect: true,
+        };
+        match self.classify(&response, &ctx) {
+            Decision::Success => {
+                failpoint::hit(failpoint::AFTER_RESPONSE);
+                let key_prefixes: Vec<&str> = specs.iter().map(|s| s.key_prefix.as_str()).collect();
+                let verdicts = batch::verdicts(response.body(), &key_prefixes);
+                let acks: Vec<Ack> = outboxed
+                    .iter()
+                    .zip(&verdicts)
+                    .filter_map(|(item, verdict)| match verdict {
+                        Verdict::Delivered { object_id, task_id } => Some(Ack {
+                            id: item.id,
+                            server_object_id: object_id.clone(),
+                            task_id: task_id.clone(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                let delivered = acks.len();
+                self.store
+                    .run(move |store| store.mark_delivered_many(&acks))
+                    .await?;
+                failpoint::hit(failpoint::AFTER_RECORD);
+                if delivered > 0 {
+                    self.confirmed(Dialect::Objects).await?;
+                }
+                for ((item, spec), verdict) in outboxed.iter().zip(&specs).zip(verdicts) {
+                    let outcome = match verdict {
+                        Verdict::Delivered { object_id, task_id } => {
+                            self.log_delivered(spec, object_id.as_deref(), task_id.as_deref());
+                            Submitted::Delivered
+                        }
+                        Verdict::Retry { reason } => {
+                            let after = self
+                                .backoff
+                                .delay(item.attempts, &mut rand::rng());
+                            let decision = Decision::Retry { after, reason };
+                            self.settle_failure(item, &spec.key_prefix, decision).await?
+                        }
+                        Verdict::DeadLetter { reason } => self.dead(item, reason).await?,
+                    };
+                    outcomes.push((item.id, outcome));
+                }
+            }
+            Decision::WrongDialect { reason } => {
+                // 404 without an envelope or 405 on the batch path: this API
+                // has single creates only. Nothing was created; the objects
+                // stay due and go one by one.
+                if !self.no_batch_endpoint.swap(true, Ordering::Relaxed) {
+                    info!(%reason, "the API has no objects/batch endpoint; sending objects one by one");
+                }
+                outcomes.extend(outboxed.iter().map(|i| (i.id, Submitted::Again)));
+            }
+            Decision::DeadLetter { reason } => {
+                // The batch as a whole was refused. The objects it names are
+                // dead letters; the rest were not judged and go again.
+                let culprits = batch::refused_objects(response.body());
+                if culprits.is_empty() {
+                    debug!(%reason, objects = outboxed.len(), "batch refused as a whole; sending its objects one by one");
+                    self.lock_alone().extend(outboxed.iter().map(|i| i.id));
+                }
+                for (index, item) in outboxed.iter().enumerate() {
+                    let outcome = match culprits.get(&index) {
+                        Some(message) => self.dead(item, message.clone()).await?,
+                        None => Submitted::Again,
+                    };
+                    outcomes.push((item.id, outcome));
+                }
+            }
+            other => {
+                for (item, spec) in outboxed.iter().zip(&specs) {
+                    let outcome = self
+                        .settle_failure(item, &spec.key_prefix, other.clone())
+                        .await?;
+                    outcomes.push((item.id, outcome));
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn classify(&self, response: &Response, ctx: &Context) -> Decision {
+        let mut rng = rand::rng();
+        retry::classify(&response.outcome(), ctx, &self.backoff, &mut rng)
+    }
+
+    /// After a 2xx in `dialect`: remember the dialect `auto` found, and end
+    /// a pause.
+    async fn confirmed(&self, dialect: Dialect) -> Result<(), FatalError> {
+        let unconfirmed = {
+            let state = self.lock_dialect();
+            state.setting == DialectSetting::Auto && state.known.is_none()
+        };
+        if unconfirmed {
+            self.remember_dialect(dialect).await?;
+        }
+        self.clear_pause().await
+    }
+
+    fn log_delivered(&self, spec: &ObjectSpec, object_id: Option<&str>, task_id: Option<&str>) {
+        Counters::add(&self.counters.objects_delivered, 1);
+        let bytes: u64 = spec.blobs.iter().map(blob_size).sum();
+        info!(
+            key_prefix = %spec.key_prefix,
+            bucket = %spec.bucket,
+            blobs = spec.blobs.len(),
+            bytes,
+            object_id = object_id.unwrap_or("-"),
+            task_id = task_id.unwrap_or("-"),
+            "delivered"
+        );
+    }
+
+    /// Records a failed attempt: retry later, dead letter, or pause.
+    async fn settle_failure(
+        &self,
+        item: &OutboxItem,
+        key_prefix: &str,
+        decision: Decision,
+    ) -> Result<Submitted, FatalError> {
+        match decision {
+            Decision::Success => unreachable!("success is not a failure"),
+            Decision::WrongDialect { reason } | Decision::Pause { reason } => {
+                self.set_pause(&reason).await?;
+                let next = unix_now_ms() + millis(self.backoff.max());
+                let id = item.id;
+                self.store
+                    .run(move |store| store.defer(id, next, &reason))
+                    .await?;
+                Ok(Submitted::Paused)
+            }
+            Decision::Retry { after, reason } => {
+                Counters::add(&self.counters.retries, 1);
+                warn!(
+                    %key_prefix,
+                    bucket = %item.bucket,
+                    attempt = item.attempts + 1,
+                    retry_in_ms = millis(after),
+                    %reason,
+                    "will retry"
+                );
+                let next = unix_now_ms() + millis(after);
+                let id = item.id;
+                self.store
+                    .run(move |store| store.mark_retry(id, next, &reason))
+                    .await?;
+                Ok(Submitted::Retry)
+            }
+            Decision::DeadLetter { reason } => self.dead(item, reason).await,
+        }
+    }
+
+    /// Runs the presigned upload of every `upload` blob of `spec`, side by
+    /// side, and fills in their upload ids. `Some(outcome)` when the object
+    /// cannot be created now (recorded already).
+    async fn run_uploads(
+        &self,
+        item: &OutboxItem,
+        spec: &mut ObjectSpec,
+    ) -> Result<Option<Submitted>, FatalError> {
+        let id = item.id;
+        let recorded: BTreeMap<String, UploadRow> = self
+            .store
+            .run(move |store| store.uploads_of(id))
+            .await?
+            .into_iter()
+            .map(|row| (row.property.clone(), row))
+            .collect();
+        let jobs = spec.blobs.iter().filter_map(|blob| match &blob.data {
+            BlobData::Upload { file, .. } => Some(self.upload_one(
+                item,
+                &spec.bucket,
+                spec.skip_duplicates,
+                &blob.property,
+                file,
+                recorded.get(&blob.property).cloned(),
+            )),
+            _ => None,
+        });
+        let ends = futures_util::future::join_all(jobs).await;
+        let mut ids = BTreeMap::new();
+        let mut worst: Option<UploadEnd> = None;
+        for (property, end) in ends {
+            match end? {
+                UploadEnd::Ready(upload_id) => {
+                    ids.insert(property, upload_id);
+                }
+                // The first superseded file, else the first pause, else the
+                // first failure decides: they end the attempt in that order.
+                end => {
+                    let rank = |e: &UploadEnd| match e {
+                        UploadEnd::Superseded(_) => 0,
+                        UploadEnd::Failed(Decision::Pause { .. }) => 1,
+                        UploadEnd::Failed(Decision::DeadLetter { .. }) => 2,
+                        _ => 3,
+                    };
+                    if worst.as_ref().is_none_or(|w| rank(&end) < rank(w)) {
+                        worst = Some(end);
+                    }
+                }
+            }
+        }
+        match worst {
+            None => {
+                for blob in &mut spec.blobs {
+                    if let BlobData::Upload { upload_id, .. } = &mut blob.data {
+                        *upload_id = ids.remove(&blob.property);
+                    }
+                }
+                Ok(None)
+            }
+            Some(UploadEnd::Superseded(reason)) => {
+                info!(key_prefix = %spec.key_prefix, bucket = %spec.bucket, %reason, "not sent: a file changed after it was queued; its new version is queued on its own");
+                self.store
+                    .run(move |store| store.mark_superseded(id, &reason))
+                    .await?;
+                Counters::add(&self.counters.objects_skipped, 1);
+                Ok(Some(Submitted::Superseded))
+            }
+            Some(UploadEnd::Failed(decision)) => self
+                .settle_failure(item, &spec.key_prefix, decision)
+                .await
+                .map(Some),
+            Some(UploadEnd::Ready(_)) => unreachable!("a ready upload is never the worst"),
+        }
+    }
+
+    /// One blob's upload, from the step `recorded` reached to confirmed.
+    async fn upload_one(
+        &self,
+        item: &OutboxItem,
+        bucket: &str,
+        skip_duplicates: bool,
+        property: &str,
+        file: &UploadFile,
+        recorded: Option<UploadRow>,
+    ) -> (String, Result<UploadEnd, FatalError>) {
+        let end = self
+            .upload_steps(item, bucket, skip_duplicates, property, file, recorded)
+            .await;
+        (property.to_owned(), end)
+    }
+
+    async fn upload_steps(
+        &self,
+        item: &OutboxItem,
+        bucket: &str,
+        skip_duplicates: bool,
+        property: &str,
+        file: &UploadFile,
+        mut row: Option<UploadRow>,
+    ) -> Result<UploadEnd, FatalError> {
+        let ctx = Context {
+            attempt: item.attempts,
+            probing_dialect: false,
+        };
+        let id = item.id;
+        // One renewal per attempt: a URL refused twice in a row is a storage
+        // problem, retried with backoff like any other.
+        let mut renewed = false;
+        loop {
+            let Some(mut current) = row.take() else {
+                let request = request::render_upload_create(bucket, file, skip_duplicates);
+                Counters::add(&self.counters.requests, 1);
+                let response = self.client.send(&request).await;
+                let decision = self.classify(&response, &ctx);
+                if decision != Decision::Success {
+                    return Ok(UploadEnd::Failed(decision));
+                }
+                let Some(ack) = parse_upload_ack(response.body()) else {
+                    return Ok(UploadEnd::Failed(Decision::Retry {
+                        after: self.backoff.delay(item.attempts, &mut rand::rng()),
+                        reason: format!(
+                            "the upload answer for {} has no upload_id: {}",
+                            file.filename,
+                            retry::error_message(response.body())
+                        ),
+                    }));
+                };
+                let duplicate = ack.presigned_url.is_none();
+                let new = UploadRow {
+                    property: property.to_owned(),
+                    upload_id: ack.upload_id,
+                    presigned_url: ack.presigned_url,
+                    expires_ms: ack.expires_ms,
+                    etag: None,
+                    put_done: duplicate,
+                    confirmed: duplicate
+                        && ack
+                            .status
+                            .is_some_and(|s| s.eq_ignore_ascii_case("COMPLETED")),
+                };
+                if duplicate {
+                    debug!(file = %file.filename, upload_id = %new.upload_id, "already uploaded; no PUT");
+                }
+                let stored = new.clone();
+                self.store
+                    .run(move |store| store.record_upload(id, &stored))
+                    .await?;
+                row = Some(new);
+                continue;
+            };
+            if !current.put_done {
+                let url = current.presigned_url.clone().unwrap_or_default();
+                let expired = current
+                    .expires_ms
+                    .is_some_and(|at| at - EXPIRY_MARGIN_MS <= unix_now_ms());
+                if expired {
+                    debug!(file = %file.filename, "presigned URL expired before the PUT; renewing");
+                    self.forget_upload(id, property).await?;
+                    continue;
+                }
+                let put = {
+                    let _slot = self
+                        .put_slots
+                        .acquire()
+                        .await
+                        .expect("the PUT semaphore is never closed");
+                    self.presigned.put(&url, file).await
+                };
+                let (response, intact) = match put {
+                    Put::FileChanged(reason) => return Ok(UploadEnd::Superseded(reason)),
+                    Put::Answered { response, intact } => (response, intact),
+                };
+                match response.status() {
+                    Some(200..=299) if intact => {
+                        current.etag = response.result.as_ref().ok().and_then(|r| r.etag.clone());
+                        current.put_done = true;
+                        let stored = current.clone();
+                        self.store
+                            .run(move |store| store.record_upload(id, &stored))
+                            .await?;
+                        failpoint::hit(failpoint::AFTER_PUT);
+                    }
+                    Some(200..=299) => {
+                        return Ok(UploadEnd::Superseded(format!(
+                            "{} changed while it was uploaded",
+                            file.path
+                        )));
+                    }
+                    // A refused signature (expired, revoked, clock skew):
+                    // a new upload gets a new URL.
+                    Some(400 | 401 | 403) if !renewed => {
+                        debug!(file = %file.filename, status = ?response.status(), "presigned PUT refused; renewing the upload");
+                        renewed = true;
+                        self.forget_upload(id, property).await?;
+                        continue;
+                    }
+                    Some(413) => {
+                        return Ok(UploadEnd::Failed(Decision::DeadLetter {
+                            reason: format!(
+                                "the storage refused {} as too large (HTTP 413): {}",
+                                file.filename,
+                                retry::error_message(response.body())
+                            ),
+                        }));
+                    }
+                    _ => {
+                        // The storage is not the API: its 4xx are no verdict
+                        // on the object, and its 401/403 not on the key.
+                        self.forget_upload(id, property).await?;
+                        return Ok(UploadEnd::Failed(Decision::Retry {
+                            after: self.backoff.delay(item.attempts, &mut rand::rng()),
+                            reason: format!(
+                                "presigned PUT of {}: {}",
+                                file.filename,
+                                response.error_text()
+                            ),
+                        }));
+                    }
+                }
+            }
+            if !current.confirmed {
+                let request = request::render_upload_confirm(
+                    bucket,
+                    &current.upload_id,
+                    current.etag.as_deref(),
+                    file.size,
+                );
+                Counters::add(&self.counters.requests, 1);
+                let response = self.client.send(&request).await;
+                match self.classify(&response, &ctx) {
+                    Decision::Success => {
+                        current.confirmed = true;
+                        let stored = current.clone();
+                        self.store
+                            .run(move |store| store.record_upload(id, &stored))
+                            .await?;
+                    }
+                    // The API no longer knows the upload, or refuses what
+                    // storage holds: start it over rather than give up on
+                    // the file.
+                    Decision::DeadLetter { reason } if !renewed => {
+                        debug!(file = %file.filename, %reason, "confirmation refused; uploading again");
+                        renewed = true;
+                        self.forget_upload(id, property).await?;
+                        continue;
+                    }
+                    other => return Ok(UploadEnd::Failed(other)),
+                }
+            }
+            return Ok(UploadEnd::Ready(current.upload_id));
+        }
+    }
+
+    async fn forget_upload(&self, id: i64, property: &str) -> Result<(), FatalError> {
+        let property = property.to_owned();
+        self.store
+            .run(move |store| store.forget_upload(id, &property))
+            .await?;
+        Ok(())
     }
 
     async fn dead(&self, item: &OutboxItem, reason: String) -> Result<Submitted, FatalError> {
@@ -324,12 +845,12 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// Approximate payload size of a blob, for the delivery log line.
-fn blob_size(blob: &crate::pipeline::BlobSpec) -> usize {
-    use crate::pipeline::BlobData;
+fn blob_size(blob: &crate::pipeline::BlobSpec) -> u64 {
     match &blob.data {
-        BlobData::Inline { base64, .. } => base64.len() / 4 * 3,
-        BlobData::Text { text } => text.len(),
-        BlobData::Json { value } => value.to_string().len(),
+        BlobData::Inline { base64, .. } => base64.len() as u64 / 4 * 3,
+        BlobData::Text { text } => text.len() as u64,
+        BlobData::Json { value } => value.to_string().len() as u64,
         BlobData::Url { .. } => 0,
+        BlobData::Upload { file, .. } => file.size,
     }
 }

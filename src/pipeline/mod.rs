@@ -12,11 +12,14 @@
 //!
 //! This file holds the vocabulary the stages share.
 
+pub mod batch;
 pub mod classify;
 pub mod group;
 pub mod request;
 pub mod retry;
+pub mod schema;
 pub mod settle;
+pub mod task;
 
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +99,33 @@ pub enum BlobData {
     },
     /// A URL where the file is already published (`url_template`).
     Url { url: String, mime_type: String },
+    /// A file sent through the presigned upload flow (dialect `objects`): the
+    /// bytes are streamed from disk at send time, and only the version that
+    /// was hashed is sent.
+    Upload {
+        file: UploadFile,
+        /// Filled in at send time, once the upload is confirmed; the outbox
+        /// stores `None` (the store's `uploads` table holds the steps).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload_id: Option<String>,
+    },
+}
+
+/// The file behind an `upload` blob, as it was when it was hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadFile {
+    /// Absolute path.
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// Lower-case hex SHA-256 (sent as `file_hash`).
+    pub sha256: String,
+    pub mime_type: String,
+    /// Base name (sent as `filename`).
+    pub filename: String,
+    /// The watch's `follow_symlinks`: whether the path may be a symlink.
+    #[serde(default)]
+    pub follow_symlinks: bool,
 }
 
 /// A request ready to go on the wire: what `plan` prints and `submit` sends.

@@ -25,8 +25,12 @@
 //!   `canonicalize_source`, `force_remirror`) must not change the request, so
 //!   such keys move into a nested `metadata` object instead
 //!   ([`reserved_metadata_keys`] lets the shell warn about them).
-//! - The presigned `upload` flow is not built yet: where SPEC would choose
-//!   it, the reason says so and names the settings that work today.
+//! - An `upload` blob is rendered with its `upload_id` once the submitter
+//!   has one; before that (in `plan`) the id reads
+//!   `<upload of N bytes sha256:HEX>`.
+//! - `delivery = "upload"` on a file that fits `inline_max_bytes` still
+//!   uploads it (the operator asked for it), except JSON, which keeps its
+//!   value as above.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -34,7 +38,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::config::{DeliveryMode, Watch};
-use crate::pipeline::{BlobData, Dialect, HttpRequest, ObjectSpec};
+use crate::pipeline::{BlobData, Dialect, HttpRequest, ObjectSpec, UploadFile};
 
 /// Request fields of dialect `objects` (`CreateObjectRequest`) that metadata
 /// at the body's root must not overwrite.
@@ -57,6 +61,8 @@ pub enum Delivery {
     Inline,
     /// A URL from `url_template`.
     Url,
+    /// The presigned upload flow (dialect `objects`).
+    Upload,
 }
 
 /// Picks the delivery of one blob (SPEC §7 "Blob data by delivery mode").
@@ -77,30 +83,26 @@ pub fn choose_delivery(
     match rule_delivery.unwrap_or(watch.delivery) {
         DeliveryMode::Auto if fits && blob_type == "text" => Ok(Delivery::Text),
         DeliveryMode::Auto | DeliveryMode::Inline if fits => Ok(Delivery::Inline),
+        DeliveryMode::Auto if dialect_has_upload => Ok(Delivery::Upload),
         DeliveryMode::Auto if has_template => Ok(Delivery::Url),
-        DeliveryMode::Auto if dialect_has_upload => Err(format!(
-            "file is {size} bytes, above inline_max_bytes ({max}), and the presigned upload \
-             flow is not supported yet; set url_template (delivery = \"url\" or \"auto\") for \
-             a tree that is already published, or raise inline_max_bytes if the bucket's plan \
-             accepts larger inline files"
-        )),
         DeliveryMode::Auto => Err(format!(
-            "file is {size} bytes, above inline_max_bytes ({max}); raise inline_max_bytes if \
-             the bucket's plan accepts larger inline files, or set url_template for a tree \
-             that is already published (api.dialect = \"objects\" will add presigned uploads \
-             once they are supported)"
+            "file is {size} bytes, above inline_max_bytes ({max}); use api.dialect = \"objects\" \
+             (presigned uploads), set url_template for a tree that is already published, or \
+             raise inline_max_bytes if the bucket's plan accepts larger inline files"
         )),
         DeliveryMode::Inline => Err(format!(
             "delivery = \"inline\" but the file is {size} bytes, above inline_max_bytes \
-             ({max}); raise inline_max_bytes, or use delivery = \"url\" with url_template"
+             ({max}); raise inline_max_bytes, or use delivery = \"upload\" (api.dialect = \
+             \"objects\") or \"url\" with url_template"
         )),
         DeliveryMode::Url if has_template => Ok(Delivery::Url),
         DeliveryMode::Url => Err("delivery = \"url\" needs url_template on the watch, e.g. \
              \"https://cdn.example.com/drop{key_prefix}/{file_name}\""
             .to_owned()),
+        DeliveryMode::Upload if dialect_has_upload => Ok(Delivery::Upload),
         DeliveryMode::Upload => Err(
-            "delivery = \"upload\" is not supported yet; use delivery = \"inline\" (files up to \
-             inline_max_bytes) or \"url\" with url_template"
+            "delivery = \"upload\" needs api.dialect = \"objects\" (or \"auto\" against an API \
+             that has it); the objects/create dialect has no presigned uploads"
                 .to_owned(),
         ),
     }
@@ -136,6 +138,9 @@ pub fn blob_data(
             Err(_) => inline(),
         }),
         Delivery::Inline => Ok(inline()),
+        Delivery::Upload => Err(format!(
+            "`{file_name}`: an upload blob is made from the file, not from its content"
+        )),
         Delivery::Url => {
             let template = url_template.ok_or_else(|| {
                 format!("`{file_name}`: delivery is url but the watch has no url_template")
@@ -197,6 +202,17 @@ fn blob_body(blob: &crate::pipeline::BlobSpec, dialect: Dialect) -> Value {
             Dialect::ObjectsCreate => json!({"filename": url, "mime_type": mime_type}),
             Dialect::Objects => Value::String(url.clone()),
         },
+        BlobData::Upload { file, upload_id } => {
+            let upload_id = upload_id.clone().unwrap_or_else(|| {
+                format!("<upload of {} bytes sha256:{}>", file.size, file.sha256)
+            });
+            return json!({
+                "property": blob.property,
+                "type": blob_type,
+                "key_prefix": blob.key_prefix,
+                "upload_id": upload_id,
+            });
+        }
     };
     json!({
         "property": blob.property,
@@ -204,6 +220,55 @@ fn blob_body(blob: &crate::pipeline::BlobSpec, dialect: Dialect) -> Value {
         "key_prefix": blob.key_prefix,
         "data": data,
     })
+}
+
+/// Whether any blob of the object goes through the presigned upload flow.
+pub fn has_uploads(spec: &ObjectSpec) -> bool {
+    spec.blobs
+        .iter()
+        .any(|b| matches!(b.data, BlobData::Upload { .. }))
+}
+
+/// `POST /v1/buckets/{bucket}/uploads` (`CreateUploadRequest`) for one file:
+/// the object is created by the daemon afterwards, so
+/// `create_object_on_confirm` is false.
+pub fn render_upload_create(
+    bucket: &str,
+    file: &UploadFile,
+    skip_duplicates: bool,
+) -> HttpRequest {
+    HttpRequest {
+        method: "POST",
+        path: format!("/v1/buckets/{}/uploads", percent_encode(bucket)),
+        body: json!({
+            "filename": file.filename,
+            "content_type": file.mime_type,
+            "file_size_bytes": file.size,
+            "file_hash": file.sha256,
+            "create_object_on_confirm": false,
+            "skip_duplicates": skip_duplicates,
+        }),
+    }
+}
+
+/// `POST /v1/buckets/{bucket}/uploads/{upload_id}/confirm`
+/// (`ConfirmUploadRequest`) after the PUT. `etag` is `None` when no PUT was
+/// needed.
+pub fn render_upload_confirm(
+    bucket: &str,
+    upload_id: &str,
+    etag: Option<&str>,
+    size: u64,
+) -> HttpRequest {
+    HttpRequest {
+        method: "POST",
+        path: format!(
+            "/v1/buckets/{}/uploads/{}/confirm",
+            percent_encode(bucket),
+            percent_encode(upload_id)
+        ),
+        body: json!({"etag": etag, "file_size_bytes": size}),
+    }
 }
 
 /// The JSON body of one object in `dialect` (also one entry of a batch).
@@ -363,11 +428,14 @@ mod tests {
     #[case(Auto, None, false, "text", 100, false, Ok(Delivery::Text))]
     #[case(Auto, None, false, "pdf", 100, false, Ok(Delivery::Inline))]
     #[case(Auto, None, false, "excel", 0, false, Ok(Delivery::Inline))]
-    // auto above the limit: url with a template, else a reason.
-    #[case(Auto, None, true, "video", 101, true, Ok(Delivery::Url))]
+    // auto above the limit: upload where the dialect has it, else url
+    // with a template, else a reason.
+    #[case(Auto, None, true, "video", 101, true, Ok(Delivery::Upload))]
+    #[case(Auto, None, true, "video", 101, false, Ok(Delivery::Url))]
     #[case(Auto, None, true, "text", 101, false, Ok(Delivery::Url))]
     #[case(Auto, None, true, "json", 101, false, Ok(Delivery::Url))]
-    #[case(Auto, None, false, "video", 101, true, Err("presigned upload"))]
+    #[case(Auto, None, false, "video", 101, true, Ok(Delivery::Upload))]
+    #[case(Auto, None, false, "json", 101, true, Ok(Delivery::Upload))]
     #[case(Auto, None, false, "video", 101, false, Err("raise inline_max_bytes"))]
     #[case(Auto, None, false, "json", 101, false, Err("url_template"))]
     // explicit inline.
@@ -380,12 +448,14 @@ mod tests {
     // explicit url.
     #[case(U, None, true, "image", 1, false, Ok(Delivery::Url))]
     #[case(U, None, false, "image", 1, false, Err("needs url_template"))]
-    // upload is refused with the alternatives.
-    #[case(Upload, None, false, "video", 1, true, Err("not supported yet"))]
+    // explicit upload: whatever the size, where the dialect has it.
+    #[case(Upload, None, false, "video", 1, true, Ok(Delivery::Upload))]
+    #[case(Upload, None, true, "video", 10_000, true, Ok(Delivery::Upload))]
+    #[case(Upload, None, false, "video", 1, false, Err("needs api.dialect = \"objects\""))]
     // A rule's mode beats the watch's.
     #[case(Auto, Some(U), true, "image", 1, false, Ok(Delivery::Url))]
     #[case(U, Some(Auto), true, "image", 1, false, Ok(Delivery::Inline))]
-    #[case(Auto, Some(Upload), false, "image", 1, true, Err("not supported yet"))]
+    #[case(Auto, Some(Upload), false, "image", 1, true, Ok(Delivery::Upload))]
     fn delivery_table(
         #[case] mode: DeliveryMode,
         #[case] rule: Option<DeliveryMode>,

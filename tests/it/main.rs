@@ -6,7 +6,11 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod bandwidth;
+mod batch;
+mod check_online;
 mod commands;
+mod contract;
 mod daemon;
 mod disk;
 mod dispose;
@@ -18,3 +22,5 @@ mod quota;
 mod restart;
 mod retry;
 mod systemd;
+mod tasks;
+mod uploads;

@@ -160,6 +160,15 @@ fn invalid_blobs_get_422_with_fastapi_detail(
     let detail = body["detail"].as_array().unwrap();
     assert_eq!(detail.len(), 1, "{body}");
     assert_eq!(detail[0]["loc"], loc);
+    // The contract's JSON pointer is named too: the loc after "body".
+    let pointer: String = loc.as_array().unwrap()[1..]
+        .iter()
+        .map(|part| match part {
+            Value::String(s) => format!("/{s}"),
+            other => format!("/{other}"),
+        })
+        .collect();
+    assert_eq!(detail[0]["ctx"]["pointer"], json!(pointer));
     assert!(detail[0]["msg"].as_str().is_some_and(|m| !m.is_empty()));
     assert!(detail[0]["type"].is_string());
     assert!(server.objects().is_empty());
@@ -181,6 +190,9 @@ fn invalid_json_and_empty_bodies_get_422() {
         assert_eq!(status, 422);
         assert_eq!(body["detail"][0]["loc"][0], json!("body"));
     }
+    // Bytes are counted whether or not the body parses.
+    let sizes: Vec<u64> = server.requests().iter().map(|r| r.body_bytes).collect();
+    assert_eq!(sizes, vec![9, 0]);
 }
 
 #[test]
@@ -599,8 +611,14 @@ fn requests_are_recorded_with_path_query_headers_and_body() {
     assert_eq!(requests[0].header("x-namespace"), Some("ns_1"));
     assert_eq!(requests[0].header("content-type"), Some("application/json"));
     assert_eq!(requests[0].body, objects_body());
+    // reqwest's `.json()` sends serde_json's compact form.
+    assert_eq!(
+        requests[0].body_bytes,
+        serde_json::to_vec(&objects_body()).unwrap().len() as u64
+    );
     assert_eq!(requests[1].method, "GET");
     assert_eq!(requests[1].body, Value::Null);
+    assert_eq!(requests[1].body_bytes, 0);
     assert!(requests[0].received_at <= requests[1].received_at);
 }
 

@@ -116,6 +116,7 @@ fn create_put_confirm_then_use_in_an_object() {
         .find(|r| r.method == "PUT")
         .unwrap();
     assert_eq!((put_request.status, put_request.body), (200, Value::Null));
+    assert_eq!(put_request.body_bytes, VIDEO.len() as u64);
 
     server.set_api_key(None);
     let (status, confirmed) = confirm(
@@ -426,6 +427,15 @@ fn presigned_faults_and_cut_connections_store_nothing() {
         "{}",
         cut.bytes
     );
+    // The request record counts what arrived before the cut, like the upload record.
+    let cut_put = || {
+        server
+            .requests()
+            .into_iter()
+            .find(|r| r.method == "PUT" && r.status == 0)
+    };
+    assert!(wait_until(WAIT, || cut_put().is_some()));
+    assert_eq!(cut_put().unwrap().body_bytes, cut.bytes);
     assert_eq!(confirm(&server, &upload_id, &json!({})).0, 400);
 
     // The scripts are spent: the next PUT is stored.
