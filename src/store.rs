@@ -995,17 +995,22 @@ impl Store {
             .map_err(self.sql_error())
     }
 
-    /// How many pending objects are due at `now_ms`, and since when the
-    /// longest overdue one is (unix ms).
-    pub fn due_stats(&self, now_ms: i64) -> Result<(u64, Option<i64>), StoreError> {
+    /// Ids and due times of the pending objects due at `now_ms`, the longest
+    /// overdue first, at most `limit`: what is waiting, without the requests.
+    pub fn due_ids(&self, now_ms: i64, limit: usize) -> Result<Vec<(i64, i64)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT COUNT(*), MIN(next_attempt_ms) FROM objects
-                 WHERE status = 'pending' AND next_attempt_ms <= ?1",
+                "SELECT id, next_attempt_ms FROM objects
+                 WHERE status = 'pending' AND next_attempt_ms <= ?1
+                 ORDER BY next_attempt_ms, id LIMIT ?2",
             )
             .map_err(self.sql_error())?;
-        stmt.query_row(params![now_ms], |row| Ok((row.get(0)?, row.get(1)?)))
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![now_ms, limit], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(self.sql_error())?;
+        rows.collect::<rusqlite::Result<_>>()
             .map_err(self.sql_error())
     }
 

@@ -46,8 +46,8 @@ use self::watch::{Hint, Mode};
 use crate::api::{ApiClient, ApiKey};
 use crate::config::Config;
 use crate::error::FatalError;
-use crate::pipeline::{Dialect, batch};
 use crate::pipeline::retry::Backoff;
+use crate::pipeline::{Dialect, batch};
 use crate::store::{Store, StoreError, unix_now_ms};
 use crate::telemetry::{Counters, CountersSnapshot, service};
 use crate::transfer::Presigned;
@@ -218,6 +218,8 @@ pub struct Engine {
     /// Groups queued for building or being built: more objects are coming,
     /// so a partial batch may wait for them.
     building: Arc<AtomicUsize>,
+    /// Groups still settling at the last look: more objects are coming soon.
+    settling: AtomicUsize,
     /// Submissions in flight (objects or batches).
     in_flight: AtomicUsize,
 }
@@ -295,6 +297,7 @@ impl Engine {
             dispose_wake: Arc::new(Notify::new()),
             client,
             building: Arc::new(AtomicUsize::new(0)),
+            settling: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             config,
         })
@@ -342,7 +345,9 @@ impl Engine {
             let watches: Vec<usize> = (0..self.lock_intake().len()).collect();
             self.intake_step(Vec::new(), watches).await;
             let (plans, mut waiting) = self.ready(false);
+            self.settling.store(waiting.settling, Ordering::SeqCst);
             waiting.settling += self.build_all(plans).await?;
+            self.settling.store(waiting.settling, Ordering::SeqCst);
             let pending = self.store.run(|s| s.pending_count()).await?;
             if let Some(pause) = self.submitter.pause() {
                 return Ok((OnceEnd::Paused(pause.reason), waiting.awaiting_marker));
@@ -462,6 +467,7 @@ impl Engine {
                 announced = true;
             }
             let (plans, waiting) = self.ready(true);
+            self.settling.store(waiting.settling, Ordering::SeqCst);
             self.building.fetch_add(plans.len(), Ordering::SeqCst);
             queue.extend(plans);
             if let Some(every) = watchdog
@@ -532,13 +538,13 @@ impl Engine {
             loop {
                 let mut wake = self.next_submit_wake().await?;
                 if tasks.len() < limit && self.submitter.pause().is_none() {
-                    match self.lingering(in_flight.len(), linger).await? {
-                        Some(wait) => wake = wake.min(wait),
-                        None => {
-                            let room = limit - tasks.len();
-                            self.send_due(&mut tasks, &mut in_flight, room).await?;
-                        }
+                    let hold = self.partial_wait(&in_flight, linger).await?;
+                    if let Some(wait) = hold {
+                        wake = wake.min(wait);
                     }
+                    let room = limit - tasks.len();
+                    self.send_due(&mut tasks, &mut in_flight, room, hold.is_some())
+                        .await?;
                 }
                 self.in_flight.store(in_flight.len(), Ordering::SeqCst);
                 tokio::select! {
@@ -585,35 +591,42 @@ impl Engine {
         result
     }
 
-    /// `Some(wait)` while a partial batch should wait for the objects builds
-    /// are about to queue: batching is on, builds are running, fewer than a
-    /// batch are due, and the longest due has waited less than `linger`.
-    async fn lingering(
+    /// `Some(wait)` while a partial batch should wait for the objects intake
+    /// is about to queue: batching is on, groups are settling or building,
+    /// and the longest due object (not in flight) has waited less than
+    /// `linger`.
+    async fn partial_wait(
         &self,
-        in_flight: usize,
+        in_flight: &HashSet<i64>,
         linger: Duration,
     ) -> Result<Option<Duration>, FatalError> {
-        if self.building.load(Ordering::SeqCst) == 0 || !self.submitter.batching() {
+        let coming =
+            self.building.load(Ordering::SeqCst) + self.settling.load(Ordering::SeqCst) > 0;
+        if !coming || !self.submitter.batching() {
             return Ok(None);
         }
         let now = unix_now_ms();
-        let (due, oldest) = self.store.run(move |s| s.due_stats(now)).await?;
-        let waiting = usize::try_from(due).unwrap_or(usize::MAX).saturating_sub(in_flight);
-        let Some(oldest) = oldest.filter(|_| waiting > 0 && waiting < batch::MAX_OBJECTS) else {
+        let limit = 1 + in_flight.len();
+        let due = self.store.run(move |s| s.due_ids(now, limit)).await?;
+        let Some(oldest) = due
+            .iter()
+            .find(|(id, _)| !in_flight.contains(id))
+            .map(|(_, at)| *at)
+        else {
             return Ok(None);
         };
         let waited = Duration::from_millis(u64::try_from(now - oldest).unwrap_or(0));
-        Ok(linger
-            .checked_sub(waited)
-            .filter(|left| !left.is_zero()))
+        Ok(linger.checked_sub(waited).filter(|left| !left.is_zero()))
     }
 
-    /// Starts up to `room` sends of the objects due now.
+    /// Starts up to `room` sends of the objects due now; with
+    /// `hold_partial`, batches that are not full stay for more objects.
     async fn send_due(
         &self,
         tasks: &mut JoinSet<Sent>,
         in_flight: &mut HashSet<i64>,
         room: usize,
+        hold_partial: bool,
     ) -> Result<(), FatalError> {
         let now = unix_now_ms();
         let fetch = room * batch::MAX_OBJECTS + in_flight.len();
@@ -634,7 +647,14 @@ impl Engine {
         let sends = batch::plan(&candidates, batch::MAX_OBJECTS);
         drop(candidates);
         let mut slots: Vec<Option<Due>> = due.into_iter().map(Some).collect();
-        for send in sends.into_iter().take(room) {
+        let sends = sends.into_iter().filter(|send| {
+            !hold_partial
+                || send.len() >= batch::MAX_OBJECTS
+                || !slots[send[0]]
+                    .as_ref()
+                    .is_some_and(|d| self.submitter.batchable(d))
+        });
+        for send in sends.take(room).collect::<Vec<_>>() {
             let mut items: Vec<Due> = send.iter().filter_map(|i| slots[*i].take()).collect();
             let ids: Vec<i64> = items.iter().map(|d| d.item.id).collect();
             in_flight.extend(&ids);
@@ -671,7 +691,10 @@ impl Engine {
                         .await?
                         .is_none_or(|due| due > now);
                 if idle {
-                    let rows = self.store.run(move |s| s.due_tasks(now, TASK_POLLS)).await?;
+                    let rows = self
+                        .store
+                        .run(move |s| s.due_tasks(now, TASK_POLLS))
+                        .await?;
                     for row in rows {
                         tasks::poll(&self.client, &self.store, row).await?;
                     }

@@ -388,11 +388,10 @@ impl Submitter {
                             Submitted::Delivered
                         }
                         Verdict::Retry { reason } => {
-                            let after = self
-                                .backoff
-                                .delay(item.attempts, &mut rand::rng());
+                            let after = self.backoff.delay(item.attempts, &mut rand::rng());
                             let decision = Decision::Retry { after, reason };
-                            self.settle_failure(item, &spec.key_prefix, decision).await?
+                            self.settle_failure(item, &spec.key_prefix, decision)
+                                .await?
                         }
                         Verdict::DeadLetter { reason } => self.dead(item, reason).await?,
                     };

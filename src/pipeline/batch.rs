@@ -264,7 +264,10 @@ mod tests {
         assert_eq!(all, (0..252).collect::<Vec<_>>());
 
         let big = MAX_BATCH_BYTES / 2 + 1;
-        let sends = plan(&[c("a", big, true), c("a", big, true), c("a", 1, true)], 100);
+        let sends = plan(
+            &[c("a", big, true), c("a", big, true), c("a", 1, true)],
+            100,
+        );
         assert_eq!(sends, vec![vec![0], vec![1, 2]]);
         // A configured cap below 100 holds; 0 still sends.
         assert_eq!(plan(&vec![c("a", 1, true); 5], 2).len(), 3);
@@ -328,7 +331,10 @@ mod tests {
     fn an_unreadable_answer_retries_everything() {
         for body in [&b"<html>"[..], b"{}", b"{\"succeeded\": []}"] {
             let got = verdicts(body, &["/a", "/b"]);
-            assert!(got.iter().all(|v| matches!(v, Verdict::Retry { .. })), "{got:?}");
+            assert!(
+                got.iter().all(|v| matches!(v, Verdict::Retry { .. })),
+                "{got:?}"
+            );
         }
     }
 
@@ -343,7 +349,13 @@ mod tests {
         let got = refused_objects(body.to_string().as_bytes());
         assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![2, 7]);
         assert!(got[&7].contains("Input should be 'image'") && got[&7].contains("bad prefix"));
-        assert!(got[&2].contains("body.objects.2.blobs.0.property"), "{}", got[&2]);
-        assert!(refused_objects(br#"{"error": {"message": "no", "type": "BadRequest"}}"#).is_empty());
+        assert!(
+            got[&2].contains("body.objects.2.blobs.0.property"),
+            "{}",
+            got[&2]
+        );
+        assert!(
+            refused_objects(br#"{"error": {"message": "no", "type": "BadRequest"}}"#).is_empty()
+        );
     }
 }

@@ -232,11 +232,7 @@ pub fn has_uploads(spec: &ObjectSpec) -> bool {
 /// `POST /v1/buckets/{bucket}/uploads` (`CreateUploadRequest`) for one file:
 /// the object is created by the daemon afterwards, so
 /// `create_object_on_confirm` is false.
-pub fn render_upload_create(
-    bucket: &str,
-    file: &UploadFile,
-    skip_duplicates: bool,
-) -> HttpRequest {
+pub fn render_upload_create(bucket: &str, file: &UploadFile, skip_duplicates: bool) -> HttpRequest {
     HttpRequest {
         method: "POST",
         path: format!("/v1/buckets/{}/uploads", percent_encode(bucket)),

@@ -135,7 +135,10 @@ fn a_300_mib_file_is_streamed_with_flat_memory_and_one_clean_request_chain() {
     for create in &creates {
         let body = &create.body;
         assert_eq!(body["create_object_on_confirm"], false);
-        assert!(body["file_hash"] == big || body["file_hash"] == small, "{body}");
+        assert!(
+            body["file_hash"] == big || body["file_hash"] == small,
+            "{body}"
+        );
         assert!(body["file_size_bytes"].as_u64().unwrap() >= 3 * MIB);
     }
     let puts = requests(&env, "PUT", "/presigned/");
@@ -173,7 +176,10 @@ fn a_crash_between_put_and_confirm_resumes_without_a_second_put() {
     assert_eq!(puts[0].sha256, hash);
     let objects = env.server.objects();
     assert_eq!(objects.len(), 1);
-    assert_eq!(blobs(&objects[0])[0]["upload_id"], puts[0].upload_id.as_str());
+    assert_eq!(
+        blobs(&objects[0])[0]["upload_id"],
+        puts[0].upload_id.as_str()
+    );
     assert_eq!(requests(&env, "POST", "/confirm").len(), 1);
     let status = env.status();
     assert_eq!(status["counts"]["delivered"], 1);
@@ -192,10 +198,16 @@ fn a_refused_presigned_url_is_renewed_with_a_new_upload() {
         puts.iter().map(|p| p.status).collect::<Vec<_>>(),
         vec![403, 200]
     );
-    assert_ne!(puts[0].upload_id, puts[1].upload_id, "the URL was not renewed");
+    assert_ne!(
+        puts[0].upload_id, puts[1].upload_id,
+        "the URL was not renewed"
+    );
     let objects = env.server.objects();
     assert_eq!(objects.len(), 1);
-    assert_eq!(blobs(&objects[0])[0]["upload_id"], puts[1].upload_id.as_str());
+    assert_eq!(
+        blobs(&objects[0])[0]["upload_id"],
+        puts[1].upload_id.as_str()
+    );
     assert_eq!(puts[1].sha256, hash);
 }
 
