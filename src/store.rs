@@ -1807,6 +1807,174 @@ mod tests {
         (rec.state, rec.object_id)
     }
 
+    fn upload_row(property: &str, upload_id: &str) -> UploadRow {
+        UploadRow {
+            property: property.to_owned(),
+            upload_id: upload_id.to_owned(),
+            presigned_url: Some(format!("http://storage/{upload_id}")),
+            expires_ms: Some(1_800_000_000_000),
+            etag: None,
+            put_done: false,
+            confirmed: false,
+        }
+    }
+
+    #[test]
+    fn upload_steps_are_recorded_replaced_and_leave_with_the_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = store
+            .enqueue(&new_object("w", "/a", &[("a/v.mp4", &sha(1))]))
+            .unwrap();
+        let mut row = upload_row("video", "upl_1");
+        store.record_upload(id, &row).unwrap();
+        row.etag = Some("\"abc\"".to_owned());
+        row.put_done = true;
+        store.record_upload(id, &row).unwrap();
+        store
+            .record_upload(id, &upload_row("clip", "upl_2"))
+            .unwrap();
+        assert_eq!(
+            store.uploads_of(id).unwrap(),
+            vec![upload_row("clip", "upl_2"), row.clone()]
+        );
+
+        // A renewal replaces the blob's row; forgetting removes it.
+        store
+            .record_upload(id, &upload_row("video", "upl_3"))
+            .unwrap();
+        store.forget_upload(id, "clip").unwrap();
+        assert_eq!(
+            store.uploads_of(id).unwrap(),
+            vec![upload_row("video", "upl_3")]
+        );
+
+        // Survives a reopen (a crash), then leaves with the delivery.
+        drop(store);
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.uploads_of(id).unwrap().len(), 1);
+        store.mark_delivered(id, Some("obj_1"), None).unwrap();
+        assert!(store.uploads_of(id).unwrap().is_empty());
+        // Nothing is recorded for an object that is no longer pending.
+        store.record_upload(id, &row).unwrap();
+        assert!(store.uploads_of(id).unwrap().is_empty());
+    }
+
+    #[test]
+    fn many_acks_are_recorded_in_one_go_and_tasks_are_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let a = store
+            .enqueue(&new_object("w", "/a", &[("a/x", &sha(1))]))
+            .unwrap();
+        let b = store
+            .enqueue(&new_object("w", "/b", &[("b/x", &sha(2))]))
+            .unwrap();
+        let c = store
+            .enqueue(&new_object("w", "/c", &[("c/x", &sha(3))]))
+            .unwrap();
+        store
+            .mark_delivered_many(&[
+                Ack {
+                    id: a,
+                    server_object_id: Some("obj_a".into()),
+                    task_id: Some("task_a".into()),
+                },
+                Ack {
+                    id: b,
+                    server_object_id: None,
+                    task_id: None,
+                },
+                Ack {
+                    id: 999,
+                    server_object_id: None,
+                    task_id: None,
+                },
+            ])
+            .unwrap();
+        assert_eq!(status(&store, a), ObjectStatus::Delivered);
+        assert_eq!(status(&store, b), ObjectStatus::Delivered);
+        assert_eq!(status(&store, c), ObjectStatus::Pending);
+        assert!(store.hash_delivered("bucket-of-w", &sha(2)).unwrap());
+        assert_eq!(
+            store
+                .due_ids(FAR, 10)
+                .unwrap()
+                .iter()
+                .map(|r| r.0)
+                .collect::<Vec<_>>(),
+            vec![c]
+        );
+
+        // The task is polled from a second after the delivery.
+        assert!(store.due_tasks(0, 10).unwrap().is_empty());
+        let due = store.due_tasks(FAR, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].task_id.as_str(), due[0].object_id, due[0].polls),
+            ("task_a", a, 0)
+        );
+        assert_eq!(due[0].state, "SUBMITTED");
+        store
+            .record_task("task_a", "PROCESSING", None, 5, None)
+            .unwrap();
+        assert_eq!(store.next_task_poll_ms().unwrap(), Some(5));
+        assert_eq!(store.due_tasks(FAR, 10).unwrap()[0].polls, 1);
+        store
+            .record_task(
+                "task_a",
+                "FAILED",
+                Some(TaskOutcome::Failed),
+                6,
+                Some("decoder crashed"),
+            )
+            .unwrap();
+        assert!(store.due_tasks(FAR, 10).unwrap().is_empty());
+        assert_eq!(store.next_task_poll_ms().unwrap(), None);
+        let summary = store.summary(0).unwrap();
+        assert_eq!(
+            summary.tasks,
+            TaskCounts {
+                polling: 0,
+                ok: 0,
+                failed: 1,
+                unknown: 0
+            }
+        );
+        assert_eq!(summary.failed_tasks.len(), 1);
+        assert_eq!(
+            summary.failed_tasks[0].error.as_deref(),
+            Some("decoder crashed")
+        );
+        assert!(
+            summary
+                .to_string()
+                .contains("FAILED task_a #1 bucket-of-w /a: decoder crashed")
+        );
+    }
+
+    #[test]
+    fn a_superseded_object_is_skipped_without_blame() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = store
+            .enqueue(&new_object("w", "/a", &[("a/v", &sha(1))]))
+            .unwrap();
+        store.record_upload(id, &upload_row("v", "upl_1")).unwrap();
+        store.mark_superseded(id, "a/v changed").unwrap();
+        let row = store.object(id).unwrap().unwrap();
+        assert_eq!((row.status, row.attempts), (ObjectStatus::Skipped, 0));
+        assert_eq!(row.last_error.as_deref(), Some("a/v changed"));
+        assert_eq!(file_state(&store, "w", "a/v").0, ObjectStatus::Skipped);
+        assert!(store.uploads_of(id).unwrap().is_empty());
+        // Not pending any more: a second call changes nothing.
+        store.mark_superseded(id, "again").unwrap();
+        assert_eq!(
+            store.object(id).unwrap().unwrap().last_error.as_deref(),
+            Some("a/v changed")
+        );
+    }
+
     fn dir_entries(dir: &Path) -> BTreeSet<String> {
         std::fs::read_dir(dir)
             .unwrap()

@@ -577,6 +577,79 @@ mod tests {
         assert!(blob_data(Delivery::Url, b"", "image/jpeg", name, kp, None).is_err());
     }
 
+    fn upload_file() -> UploadFile {
+        UploadFile {
+            path: "/srv/drop/reel/video.mp4".to_owned(),
+            size: 300,
+            mtime_ns: 1,
+            sha256: "ab".repeat(32),
+            mime_type: "video/mp4".to_owned(),
+            filename: "video.mp4".to_owned(),
+            follow_symlinks: false,
+        }
+    }
+
+    #[test]
+    fn upload_requests_follow_create_upload_and_confirm() {
+        let create = render_upload_create("my bucket", &upload_file(), true);
+        assert_eq!(create.path, "/v1/buckets/my%20bucket/uploads");
+        assert_eq!(
+            create.body,
+            json!({
+                "filename": "video.mp4",
+                "content_type": "video/mp4",
+                "file_size_bytes": 300,
+                "file_hash": "ab".repeat(32),
+                "create_object_on_confirm": false,
+                "skip_duplicates": true,
+            })
+        );
+        let confirm = render_upload_confirm("b", "upl_1", Some("\"e\""), 300);
+        assert_eq!(confirm.path, "/v1/buckets/b/uploads/upl_1/confirm");
+        assert_eq!(
+            confirm.body,
+            json!({"etag": "\"e\"", "file_size_bytes": 300})
+        );
+        let duplicate = render_upload_confirm("b", "upl_1", None, 300);
+        assert_eq!(duplicate.body["etag"], Value::Null);
+    }
+
+    #[test]
+    fn an_upload_blob_carries_its_id_or_a_placeholder() {
+        let mut spec = docs_object();
+        spec.blobs.truncate(1);
+        spec.blobs.push(BlobSpec {
+            property: "video".to_owned(),
+            blob_type: "video".to_owned(),
+            key_prefix: "/video.mp4".to_owned(),
+            data: BlobData::Upload {
+                file: upload_file(),
+                upload_id: None,
+            },
+        });
+        assert!(has_uploads(&spec));
+        let planned = render(&spec, Dialect::Objects, true);
+        assert_eq!(
+            planned.body["blobs"][1],
+            json!({
+                "property": "video",
+                "type": "video",
+                "key_prefix": "/video.mp4",
+                "upload_id": format!("<upload of 300 bytes sha256:{}>", "ab".repeat(32)),
+            })
+        );
+        if let BlobData::Upload { upload_id, .. } = &mut spec.blobs[1].data {
+            *upload_id = Some("upl_7".to_owned());
+        }
+        let sent = render(&spec, Dialect::Objects, true);
+        assert_eq!(sent.body["blobs"][1]["upload_id"], "upl_7");
+        assert!(sent.body["blobs"][1].get("data").is_none());
+        // The stored form never holds an id: the store's uploads table does.
+        let stored: ObjectSpec =
+            serde_json::from_str(&serde_json::to_string(&docs_object()).unwrap()).unwrap();
+        assert!(!has_uploads(&stored));
+    }
+
     /// The create-object-docs example object.
     fn docs_object() -> ObjectSpec {
         ObjectSpec {
