@@ -424,9 +424,10 @@ impl Submitter {
                 }
             }
             other => {
+                let now = unix_now_ms();
                 for (item, spec) in outboxed.iter().zip(&specs) {
                     let outcome = self
-                        .settle_failure(item, &spec.key_prefix, other.clone())
+                        .settle_failure_at(item, &spec.key_prefix, other.clone(), now)
                         .await?;
                     outcomes.push((item.id, outcome));
                 }
@@ -474,11 +475,24 @@ impl Submitter {
         key_prefix: &str,
         decision: Decision,
     ) -> Result<Submitted, FatalError> {
+        self.settle_failure_at(item, key_prefix, decision, unix_now_ms())
+            .await
+    }
+
+    /// [`Submitter::settle_failure`] with the retry time counted from `now`,
+    /// so the objects of one batch come due again together.
+    async fn settle_failure_at(
+        &self,
+        item: &OutboxItem,
+        key_prefix: &str,
+        decision: Decision,
+        now: i64,
+    ) -> Result<Submitted, FatalError> {
         match decision {
             Decision::Success => unreachable!("success is not a failure"),
             Decision::WrongDialect { reason } | Decision::Pause { reason } => {
                 self.set_pause(&reason).await?;
-                let next = unix_now_ms() + millis(self.backoff.max());
+                let next = now + millis(self.backoff.max());
                 let id = item.id;
                 self.store
                     .run(move |store| store.defer(id, next, &reason))
@@ -495,7 +509,7 @@ impl Submitter {
                     %reason,
                     "will retry"
                 );
-                let next = unix_now_ms() + millis(after);
+                let next = now + millis(after);
                 let id = item.id;
                 self.store
                     .run(move |store| store.mark_retry(id, next, &reason))

@@ -133,3 +133,22 @@ fn a_batch_refused_without_naming_objects_is_sent_one_by_one() {
         .count();
     assert_eq!(singles, 3);
 }
+
+#[test]
+fn a_batch_met_by_a_transient_error_is_retried_whole() {
+    let env = Env::new();
+    drop_groups(&env, 5, |_| false);
+    env.config("dialect = \"objects\"", "");
+    env.server.push_fault(Fault::status(503).retry_after("0"));
+
+    env.run(&["once"]).assert_code(0);
+
+    let batches = batch_requests(&env);
+    let statuses: Vec<u16> = batches.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![503, 200]);
+    assert_eq!(
+        batches[0].body, batches[1].body,
+        "the retry is the same batch"
+    );
+    assert_eq!(env.server.objects().len(), 5);
+}

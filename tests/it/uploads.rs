@@ -225,3 +225,70 @@ fn plan_shows_the_upload_placeholder_and_sends_nothing() {
     );
     assert_eq!(env.server.request_count(), 0);
 }
+
+/// Puts `content` into the emulator's bucket as a confirmed upload, as
+/// another client would have; returns its upload id.
+fn upload_elsewhere(env: &Env, content: &[u8], sha256: &str) -> String {
+    let base = env.server.base_url();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let auth = format!("Bearer {}", crate::harness::KEY);
+        let created: Value = http
+            .post(format!("{base}/v1/buckets/{BUCKET}/uploads"))
+            .header("authorization", &auth)
+            .json(&json!({
+                "filename": "elsewhere.mp4",
+                "content_type": "video/mp4",
+                "file_size_bytes": content.len(),
+                "file_hash": sha256,
+                "create_object_on_confirm": false,
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["upload_id"].as_str().unwrap().to_owned();
+        let put = http
+            .put(created["presigned_url"].as_str().unwrap())
+            .header("content-type", "video/mp4")
+            .body(content.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200);
+        let etag = put.headers()["etag"].to_str().unwrap().to_owned();
+        let confirmed = http
+            .post(format!("{base}/v1/buckets/{BUCKET}/uploads/{id}/confirm"))
+            .header("authorization", &auth)
+            .json(&json!({"etag": etag}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(confirmed.status(), 200);
+        id
+    })
+}
+
+#[test]
+fn content_the_bucket_already_holds_is_not_uploaded_again() {
+    let env = env();
+    let path = env.drop_dir().join("again/video.mp4");
+    let hash = write_video(&path, 2 * MIB);
+    let existing = upload_elsewhere(&env, &std::fs::read(&path).unwrap(), &hash);
+    assert_eq!(env.server.uploads().len(), 1);
+
+    env.run(&["once"]).assert_code(0);
+
+    // The API answered the daemon's upload with the existing one and no
+    // presigned URL: no PUT, and the object points at the existing upload.
+    assert_eq!(env.server.uploads().len(), 1, "the content was PUT again");
+    let objects = env.server.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(blobs(&objects[0])[0]["upload_id"], existing.as_str());
+}
