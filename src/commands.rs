@@ -390,7 +390,8 @@ impl WatchFinding {
     fn sampling_note(&self) -> Option<String> {
         (self.passed_over > 0).then(|| {
             format!(
-                "{} file(s) were not looked at (at most {SCHEMA_SAMPLE_LIMIT} distinct files are read per watch)",
+                "{} file(s) were not looked at: the check reads at most {SCHEMA_SAMPLE_LIMIT} \
+                 files per watch, one per property, extension and matching rules",
                 self.passed_over
             )
         })
@@ -451,9 +452,8 @@ async fn schema_findings(config: &Config, client: &ApiClient) -> Vec<BucketFindi
                 Some(200..=299) => compare_bucket(config, bucket, &response, dialect, &expected),
                 Some(401 | 403) => BucketAnswer::KeyRefused,
                 Some(404) => BucketAnswer::NotFound,
-                other => BucketAnswer::Failed(
-                    other.map_or_else(|| response.error_text(), |code| format!("HTTP {code}")),
-                ),
+                // The status with the server's message, or the transport error.
+                _ => BucketAnswer::Failed(response.error_text()),
             };
             BucketFinding {
                 bucket: (*bucket).to_owned(),

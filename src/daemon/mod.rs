@@ -659,7 +659,9 @@ impl Engine {
             let ids: Vec<i64> = items.iter().map(|d| d.item.id).collect();
             in_flight.extend(&ids);
             let submitter = Arc::clone(&self.submitter);
-            if items.len() == 1 && !submitter.batchable(&items[0]) {
+            // One object goes to the single create, whose answer is the
+            // object itself; a batch of one would only add an envelope.
+            if items.len() == 1 {
                 let due = items.remove(0);
                 tasks.spawn(async move {
                     let id = due.item.id;
