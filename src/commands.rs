@@ -91,7 +91,9 @@ pub async fn run(config: Config, path: &Path) -> Result<u8, FatalError> {
         let key = api::load_api_key(&config.api)?;
         let shared = Arc::new(config.clone());
         let engine = Engine::new(Arc::clone(&shared), key.clone(), Arc::clone(&counters))?;
-        let schema_check = warn_schema_mismatches(shared, key);
+        // The engine's own client: the check's GETs count against
+        // `requests_per_minute` like every other API call.
+        let schema_check = warn_schema_mismatches(shared, engine.client().clone());
         let control = alongside(engine.run(signals.next(path)), schema_check).await?;
         match control {
             Control::Stop => {
@@ -288,14 +290,7 @@ fn print_bucket_finding(config: &Config, finding: &BucketFinding) -> usize {
 /// Logs the bucket schema comparison as warnings, one per mismatch. Run
 /// beside the engine at `run` start: it never blocks or fails the start, and
 /// whatever goes wrong is one warning.
-async fn warn_schema_mismatches(config: Arc<Config>, key: api::ApiKey) {
-    let client = match ApiClient::new(&config.api, key) {
-        Ok(client) => client,
-        Err(err) => {
-            warn!(error = %err, "bucket schema not checked");
-            return;
-        }
-    };
+async fn warn_schema_mismatches(config: Arc<Config>, client: ApiClient) {
     for finding in schema_findings(&config, &client).await {
         let bucket = &finding.bucket;
         match &finding.answer {

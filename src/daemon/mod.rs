@@ -213,7 +213,7 @@ pub struct Engine {
     disposer: Arc<Disposer>,
     /// Raised when an object was delivered or skipped: disposals may be due.
     dispose_wake: Arc<Notify>,
-    /// For task polls.
+    /// For task polls, and for callers beside the engine.
     client: ApiClient,
     /// Groups queued for building or being built: more objects are coming,
     /// so a partial batch may wait for them.
@@ -301,6 +301,12 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             config,
         })
+    }
+
+    /// The API client every call of this engine goes through (one request
+    /// quota, one bandwidth cap).
+    pub fn client(&self) -> &ApiClient {
+        &self.client
     }
 
     pub fn counters(&self) -> &Arc<Counters> {

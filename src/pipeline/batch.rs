@@ -200,14 +200,36 @@ fn is_transient(error_type: &str) -> bool {
     .any(|word| t.contains(word))
 }
 
-/// The objects a refused batch names, from FastAPI's `detail` locations
-/// `["body", "objects", i, ...]`: index → the messages about it. Empty when
-/// the refusal names none.
+/// The objects a refused batch names: index → the messages about it. Read
+/// from FastAPI's `detail` locations `["body", "objects", i, ...]`, and from
+/// a Mixpeek envelope whose `details` hold the batch answer (`failed[]`,
+/// when every object failed). Empty when the refusal names none.
 pub fn refused_objects(body: &[u8]) -> BTreeMap<usize, String> {
     let mut out: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    let details = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|root| root.get("detail").and_then(Value::as_array).cloned())
+    let root = serde_json::from_slice::<Value>(body).unwrap_or_default();
+    let failed = root
+        .pointer("/error/details/failed")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    for failure in failed {
+        let Some(index) = failure
+            .get("object_index")
+            .and_then(Value::as_u64)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            continue;
+        };
+        let text = |name: &str| failure.get(name).and_then(Value::as_str).unwrap_or("");
+        let message = match (text("error_type"), text("error")) {
+            ("", error) => error.to_owned(),
+            (kind, error) => format!("{kind}: {error}"),
+        };
+        out.entry(index).or_default().push(message);
+    }
+    let details = root
+        .get("detail")
+        .and_then(Value::as_array)
+        .cloned()
         .unwrap_or_default();
     for detail in &details {
         let Some(loc) = detail.get("loc").and_then(Value::as_array) else {
@@ -357,5 +379,12 @@ mod tests {
         assert!(
             refused_objects(br#"{"error": {"message": "no", "type": "BadRequest"}}"#).is_empty()
         );
+        // Every object failed: the envelope carries the batch answer.
+        let all_failed = json!({"error": {"message": "No object was created", "type": "ValidationError",
+        "details": {"succeeded": [], "failed": [
+            {"object_index": 1, "error": "Blob property 'x' is not defined", "error_type": "ValidationError"}
+        ]}}});
+        let got = refused_objects(all_failed.to_string().as_bytes());
+        assert_eq!(got[&1], "ValidationError: Blob property 'x' is not defined");
     }
 }

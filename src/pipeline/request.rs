@@ -99,6 +99,9 @@ pub fn choose_delivery(
         DeliveryMode::Url => Err("delivery = \"url\" needs url_template on the watch, e.g. \
              \"https://cdn.example.com/drop{key_prefix}/{file_name}\""
             .to_owned()),
+        // An empty file has nothing to upload (`file_size_bytes` must be at
+        // least 1); it travels inline as an empty payload.
+        DeliveryMode::Upload if size == 0 => Ok(Delivery::Inline),
         DeliveryMode::Upload if dialect_has_upload => Ok(Delivery::Upload),
         DeliveryMode::Upload => Err(
             "delivery = \"upload\" needs api.dialect = \"objects\" (or \"auto\" against an API \
@@ -448,6 +451,7 @@ mod tests {
     #[case(Upload, None, false, "video", 1, true, Ok(Delivery::Upload))]
     #[case(Upload, None, true, "video", 10_000, true, Ok(Delivery::Upload))]
     #[case(Upload, None, false, "video", 1, false, Err("needs api.dialect = \"objects\""))]
+    #[case(Upload, None, false, "video", 0, true, Ok(Delivery::Inline))]
     // A rule's mode beats the watch's.
     #[case(Auto, Some(U), true, "image", 1, false, Ok(Delivery::Url))]
     #[case(U, Some(Auto), true, "image", 1, false, Ok(Delivery::Inline))]
@@ -648,6 +652,129 @@ mod tests {
         let stored: ObjectSpec =
             serde_json::from_str(&serde_json::to_string(&docs_object()).unwrap()).unwrap();
         assert!(!has_uploads(&stored));
+    }
+
+    /// Every body the daemon can send, checked against the project's
+    /// request contract (`mixpeek_mock::contract`, written from Mixpeek's
+    /// openapi.json and the create-object docs page), for any object the
+    /// pipeline can build.
+    mod contract {
+        use super::*;
+        use mixpeek_mock::contract::Contract;
+        use proptest::prelude::*;
+
+        const TYPES: &[&str] = &["image", "video", "audio", "pdf", "json", "text", "excel"];
+
+        fn data() -> impl Strategy<Value = BlobData> {
+            prop_oneof![
+                any::<i32>().prop_map(|n| BlobData::Json {
+                    value: json!({"n": n, "list": [n]})
+                }),
+                "\\PC{0,40}".prop_map(|text| BlobData::Text { text }),
+                proptest::collection::vec(any::<u8>(), 0..64).prop_map(|bytes| BlobData::Inline {
+                    base64: STANDARD.encode(bytes),
+                    mime_type: "application/octet-stream".to_owned(),
+                    filename: "f.bin".to_owned(),
+                }),
+                "[a-z0-9]{1,12}".prop_map(|name| BlobData::Url {
+                    url: format!("https://cdn.example.com/drop/{name}.jpg"),
+                    mime_type: "image/jpeg".to_owned(),
+                }),
+                (1u64..u64::from(u32::MAX), "[a-z0-9_-]{1,20}").prop_map(|(size, id)| {
+                    BlobData::Upload {
+                        file: UploadFile {
+                            size,
+                            ..upload_file()
+                        },
+                        upload_id: Some(format!("upl_{id}")),
+                    }
+                }),
+            ]
+        }
+
+        fn blob() -> impl Strategy<Value = BlobSpec> {
+            (
+                "[a-z0-9_]{1,100}",
+                0..TYPES.len(),
+                "[a-zA-Z0-9 ._-]{1,30}",
+                data(),
+            )
+                .prop_map(|(property, t, name, data)| BlobSpec {
+                    property,
+                    // JSON values go with the json type, as the pipeline pairs them.
+                    blob_type: match data {
+                        BlobData::Json { .. } => "json".to_owned(),
+                        _ if TYPES[t] == "json" => "text".to_owned(),
+                        _ => TYPES[t].to_owned(),
+                    },
+                    key_prefix: format!("/{name}"),
+                    data,
+                })
+        }
+
+        fn spec() -> impl Strategy<Value = ObjectSpec> {
+            let key = prop_oneof![
+                Just("key_prefix".to_owned()),
+                Just("blobs".to_owned()),
+                Just("skip_duplicates".to_owned()),
+                Just("metadata".to_owned()),
+                "[a-z_]{1,12}",
+            ];
+            (
+                proptest::collection::vec(blob(), 0..5),
+                proptest::collection::btree_map(key, any::<i16>(), 0..4),
+                "(/[a-zA-Z0-9 _-]{1,12}){0,3}",
+                any::<bool>(),
+            )
+                .prop_map(|(blobs, metadata, key_prefix, skip_duplicates)| {
+                    ObjectSpec {
+                        bucket: "contracts".to_owned(),
+                        key_prefix: if key_prefix.is_empty() {
+                            "/".to_owned()
+                        } else {
+                            key_prefix
+                        },
+                        metadata: metadata.into_iter().map(|(k, v)| (k, json!(v))).collect(),
+                        skip_duplicates,
+                        blobs,
+                    }
+                })
+        }
+
+        fn check(contract: Contract, body: &Value) -> Result<(), TestCaseError> {
+            contract.check(body).map_err(|violations| {
+                TestCaseError::fail(format!("{contract:?} refuses {body}: {violations:?}"))
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn every_request_the_daemon_sends_meets_the_contract(
+                specs in proptest::collection::vec(spec(), 1..4),
+                auto_process in any::<bool>(),
+            ) {
+                for spec in &specs {
+                    check(Contract::CreateObject, &render(spec, Dialect::Objects, auto_process).body)?;
+                    // objects-create has no upload ids: the pipeline never
+                    // sends upload blobs in that dialect.
+                    if !has_uploads(spec) {
+                        check(Contract::ObjectsCreate, &render(spec, Dialect::ObjectsCreate, true).body)?;
+                    }
+                    for blob in &spec.blobs {
+                        if let BlobData::Upload { file, upload_id } = &blob.data {
+                            let create = render_upload_create(&spec.bucket, file, spec.skip_duplicates);
+                            check(Contract::CreateUpload, &create.body)?;
+                            let id = upload_id.as_deref().unwrap_or("upl_x");
+                            for etag in [Some("\"0a1b\""), None] {
+                                let confirm = render_upload_confirm(&spec.bucket, id, etag, file.size);
+                                check(Contract::ConfirmUpload, &confirm.body)?;
+                            }
+                        }
+                    }
+                }
+                check(Contract::CreateObjectsBatch, &render_batch("contracts", &specs, auto_process).body)?;
+            }
+        }
     }
 
     /// The create-object-docs example object.
