@@ -10,7 +10,6 @@ mod bandwidth;
 mod batch;
 mod check_online;
 mod commands;
-mod contract;
 mod daemon;
 mod disk;
 mod dispose;
