@@ -5,11 +5,14 @@
 //! - `intake`: candidates per watch: settle and group (discover → settle → group).
 //! - `hash`: read a settled file once, hash it, keep its head and small content.
 //! - `build`: turn a ready group into the object to send (hash → classify → build).
-//! - `submit`: send an outbox item, record the outcome (submit → record).
+//! - `submit`: send an outbox item or a batch, record the outcome (submit → record).
+//! - `upload`: presigned uploads of an item's large files, before its create.
+//! - `tasks`: poll the processing tasks of delivered objects.
 //!
 //! `Engine` below is the one place that spawns the pipeline's tasks: scans,
 //! event handling and builds on the blocking pool (at most `BUILD_SLOTS`
-//! builds at once), and up to `api.max_in_flight` submissions. Intake and
+//! builds at once), up to `api.max_in_flight` submissions (an object or a
+//! batch each), and the task poller. Intake and
 //! submission run side by side, joined by the durable outbox: a build records
 //! its object in the store and wakes the submitter. Everything goes through
 //! the store first, so stopping the engine at any point loses nothing that
@@ -24,6 +27,7 @@ pub mod scan;
 pub mod shutdown;
 pub mod submit;
 pub mod tasks;
+pub mod upload;
 pub mod watch;
 
 use std::collections::{HashSet, VecDeque};

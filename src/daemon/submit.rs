@@ -11,35 +11,32 @@
 //! endpoint" switches the dialect, logs it once, and remembers it in the store.
 //!
 //! Dialect `objects` adds two paths:
-//! - **Uploads.** An object with `upload` blobs first runs each blob's
-//!   presigned upload (create → PUT → confirm), the blobs of one object side
-//!   by side within `max_in_flight` PUT slots shared by all objects; every
-//!   step is recorded before the next, so a restart resumes where it stopped.
-//!   A presigned URL that expired before its PUT is renewed. A file that is
-//!   not the hashed version any more ends the object as `skipped` (its new
-//!   version is queued on its own); it is never confirmed.
+//! - **Uploads.** An object with `upload` blobs first has `upload.rs` run
+//!   each blob's presigned upload (create → PUT → confirm, resumable). A
+//!   file that is not the hashed version any more ends the object as
+//!   `skipped` (its new version is queued on its own); it is never confirmed.
 //! - **Batches.** Objects without uploads go to `objects/batch` in groups
 //!   (`pipeline::batch` decides the groups and reads the answers); each
 //!   object gets its own outcome, recorded in one transaction.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use super::upload::{UploadEnd, Uploader};
 use super::{StoreHandle, failpoint};
-use crate::api::{ApiClient, Response, parse_create_ack, parse_upload_ack};
+use crate::api::{ApiClient, Response, parse_create_ack};
 use crate::config::DialectSetting;
 use crate::error::FatalError;
 use crate::pipeline::batch::{self, Verdict};
 use crate::pipeline::retry::{self, Backoff, Context, Decision};
-use crate::pipeline::{BlobData, Dialect, ObjectSpec, UploadFile, request};
-use crate::store::{Ack, OutboxItem, PAUSE_META_KEY, UploadRow, unix_now_ms};
+use crate::pipeline::{BlobData, Dialect, ObjectSpec, request};
+use crate::store::{Ack, OutboxItem, PAUSE_META_KEY, unix_now_ms};
 use crate::telemetry::Counters;
-use crate::transfer::{Presigned, Put};
+use crate::transfer::Presigned;
 
 /// Store key under which the dialect chosen by `auto` is remembered.
 pub const DIALECT_META_KEY: &str = "dialect";
@@ -72,20 +69,6 @@ impl Due {
             .map_err(|err| format!("stored request is unreadable: {err}"));
         Due { item, spec }
     }
-}
-
-/// How long before its stated expiry a presigned URL is renewed rather than
-/// used: a PUT that starts a moment before expiry fails halfway.
-const EXPIRY_MARGIN_MS: i64 = 60_000;
-
-/// Where one blob's upload ended for this attempt.
-enum UploadEnd {
-    /// Confirmed: the blob carries this id.
-    Ready(String),
-    /// The file is not the version that was hashed any more.
-    Superseded(String),
-    /// The API's verdict on a step (retry, dead letter, pause).
-    Failed(Decision),
 }
 
 /// The dialect in use, and whether it is still being probed.
@@ -143,15 +126,13 @@ const PAUSE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Submitter {
     client: ApiClient,
-    presigned: Presigned,
+    uploader: Uploader,
     store: StoreHandle,
     backoff: Backoff,
     auto_process: bool,
     counters: Arc<Counters>,
     dialect: Mutex<DialectState>,
     pause: Mutex<Option<Pause>>,
-    /// PUTs in flight, across objects (`api.max_in_flight`).
-    put_slots: Semaphore,
     /// Objects of a batch refused as a whole that named no culprit: each
     /// goes alone next time, to get its own verdict.
     alone: Mutex<HashSet<i64>>,
@@ -176,9 +157,17 @@ impl Submitter {
         settings: SubmitterSettings,
         counters: Arc<Counters>,
     ) -> Submitter {
+        let uploader = Uploader::new(
+            client.clone(),
+            presigned,
+            store.clone(),
+            settings.backoff,
+            Arc::clone(&counters),
+            settings.max_in_flight,
+        );
         Submitter {
             client,
-            presigned,
+            uploader,
             store,
             backoff: settings.backoff,
             auto_process: settings.auto_process,
@@ -189,7 +178,6 @@ impl Submitter {
                 trying: None,
             }),
             pause: Mutex::new(None),
-            put_slots: Semaphore::new(settings.max_in_flight.max(1)),
             alone: Mutex::new(HashSet::new()),
             no_batch_endpoint: AtomicBool::new(false),
         }
@@ -520,65 +508,18 @@ impl Submitter {
         }
     }
 
-    /// Runs the presigned upload of every `upload` blob of `spec`, side by
-    /// side, and fills in their upload ids. `Some(outcome)` when the object
-    /// cannot be created now (recorded already).
+    /// Runs the uploads of `spec`'s `upload` blobs and fills in their ids.
+    /// `Some(outcome)` when the object cannot be created now (recorded
+    /// already).
     async fn run_uploads(
         &self,
         item: &OutboxItem,
         spec: &mut ObjectSpec,
     ) -> Result<Option<Submitted>, FatalError> {
         let id = item.id;
-        let recorded: BTreeMap<String, UploadRow> = self
-            .store
-            .run(move |store| store.uploads_of(id))
-            .await?
-            .into_iter()
-            .map(|row| (row.property.clone(), row))
-            .collect();
-        let jobs = spec.blobs.iter().filter_map(|blob| match &blob.data {
-            BlobData::Upload { file, .. } => Some(self.upload_one(
-                item,
-                &spec.bucket,
-                spec.skip_duplicates,
-                &blob.property,
-                file,
-                recorded.get(&blob.property).cloned(),
-            )),
-            _ => None,
-        });
-        let ends = futures_util::future::join_all(jobs).await;
-        let mut ids = BTreeMap::new();
-        let mut worst: Option<UploadEnd> = None;
-        for (property, end) in ends {
-            match end? {
-                UploadEnd::Ready(upload_id) => {
-                    ids.insert(property, upload_id);
-                }
-                // The first superseded file, else the first pause, else the
-                // first failure decides: they end the attempt in that order.
-                end => {
-                    let rank = |e: &UploadEnd| match e {
-                        UploadEnd::Superseded(_) => 0,
-                        UploadEnd::Failed(Decision::Pause { .. }) => 1,
-                        UploadEnd::Failed(Decision::DeadLetter { .. }) => 2,
-                        _ => 3,
-                    };
-                    if worst.as_ref().is_none_or(|w| rank(&end) < rank(w)) {
-                        worst = Some(end);
-                    }
-                }
-            }
-        }
+        let worst = self.uploader.upload_all(item, spec).await?;
         match worst {
-            None => {
-                for blob in &mut spec.blobs {
-                    if let BlobData::Upload { upload_id, .. } = &mut blob.data {
-                        *upload_id = ids.remove(&blob.property);
-                    }
-                }
-                Ok(None)
-            }
+            None => Ok(None),
             Some(UploadEnd::Superseded(reason)) => {
                 info!(key_prefix = %spec.key_prefix, bucket = %spec.bucket, %reason, "not sent: a file changed after it was queued; its new version is queued on its own");
                 self.store
@@ -593,192 +534,6 @@ impl Submitter {
                 .map(Some),
             Some(UploadEnd::Ready(_)) => unreachable!("a ready upload is never the worst"),
         }
-    }
-
-    /// One blob's upload, from the step `recorded` reached to confirmed.
-    async fn upload_one(
-        &self,
-        item: &OutboxItem,
-        bucket: &str,
-        skip_duplicates: bool,
-        property: &str,
-        file: &UploadFile,
-        recorded: Option<UploadRow>,
-    ) -> (String, Result<UploadEnd, FatalError>) {
-        let end = self
-            .upload_steps(item, bucket, skip_duplicates, property, file, recorded)
-            .await;
-        (property.to_owned(), end)
-    }
-
-    async fn upload_steps(
-        &self,
-        item: &OutboxItem,
-        bucket: &str,
-        skip_duplicates: bool,
-        property: &str,
-        file: &UploadFile,
-        mut row: Option<UploadRow>,
-    ) -> Result<UploadEnd, FatalError> {
-        let ctx = Context {
-            attempt: item.attempts,
-            probing_dialect: false,
-        };
-        let id = item.id;
-        // One renewal per attempt: a URL refused twice in a row is a storage
-        // problem, retried with backoff like any other.
-        let mut renewed = false;
-        loop {
-            let Some(mut current) = row.take() else {
-                let request = request::render_upload_create(bucket, file, skip_duplicates);
-                Counters::add(&self.counters.requests, 1);
-                let response = self.client.send(&request).await;
-                let decision = self.classify(&response, &ctx);
-                if decision != Decision::Success {
-                    return Ok(UploadEnd::Failed(decision));
-                }
-                let Some(ack) = parse_upload_ack(response.body()) else {
-                    return Ok(UploadEnd::Failed(Decision::Retry {
-                        after: self.backoff.delay(item.attempts, &mut rand::rng()),
-                        reason: format!(
-                            "the upload answer for {} has no upload_id: {}",
-                            file.filename,
-                            retry::error_message(response.body())
-                        ),
-                    }));
-                };
-                let duplicate = ack.presigned_url.is_none();
-                let new = UploadRow {
-                    property: property.to_owned(),
-                    upload_id: ack.upload_id,
-                    presigned_url: ack.presigned_url,
-                    expires_ms: ack.expires_ms,
-                    etag: None,
-                    put_done: duplicate,
-                    confirmed: duplicate
-                        && ack
-                            .status
-                            .is_some_and(|s| s.eq_ignore_ascii_case("COMPLETED")),
-                };
-                if duplicate {
-                    debug!(file = %file.filename, upload_id = %new.upload_id, "already uploaded; no PUT");
-                }
-                let stored = new.clone();
-                self.store
-                    .run(move |store| store.record_upload(id, &stored))
-                    .await?;
-                row = Some(new);
-                continue;
-            };
-            if !current.put_done {
-                let url = current.presigned_url.clone().unwrap_or_default();
-                let expired = current
-                    .expires_ms
-                    .is_some_and(|at| at - EXPIRY_MARGIN_MS <= unix_now_ms());
-                if expired {
-                    debug!(file = %file.filename, "presigned URL expired before the PUT; renewing");
-                    self.forget_upload(id, property).await?;
-                    continue;
-                }
-                let put = {
-                    let _slot = self
-                        .put_slots
-                        .acquire()
-                        .await
-                        .expect("the PUT semaphore is never closed");
-                    self.presigned.put(&url, file).await
-                };
-                let (response, intact) = match put {
-                    Put::FileChanged(reason) => return Ok(UploadEnd::Superseded(reason)),
-                    Put::Answered { response, intact } => (response, intact),
-                };
-                match response.status() {
-                    Some(200..=299) if intact => {
-                        current.etag = response.result.as_ref().ok().and_then(|r| r.etag.clone());
-                        current.put_done = true;
-                        let stored = current.clone();
-                        self.store
-                            .run(move |store| store.record_upload(id, &stored))
-                            .await?;
-                        failpoint::hit(failpoint::AFTER_PUT);
-                    }
-                    Some(200..=299) => {
-                        return Ok(UploadEnd::Superseded(format!(
-                            "{} changed while it was uploaded",
-                            file.path
-                        )));
-                    }
-                    // A refused signature (expired, revoked, clock skew):
-                    // a new upload gets a new URL.
-                    Some(400 | 401 | 403) if !renewed => {
-                        debug!(file = %file.filename, status = ?response.status(), "presigned PUT refused; renewing the upload");
-                        renewed = true;
-                        self.forget_upload(id, property).await?;
-                        continue;
-                    }
-                    Some(413) => {
-                        return Ok(UploadEnd::Failed(Decision::DeadLetter {
-                            reason: format!(
-                                "the storage refused {} as too large (HTTP 413): {}",
-                                file.filename,
-                                retry::error_message(response.body())
-                            ),
-                        }));
-                    }
-                    _ => {
-                        // The storage is not the API: its 4xx are no verdict
-                        // on the object, and its 401/403 not on the key.
-                        self.forget_upload(id, property).await?;
-                        return Ok(UploadEnd::Failed(Decision::Retry {
-                            after: self.backoff.delay(item.attempts, &mut rand::rng()),
-                            reason: format!(
-                                "presigned PUT of {}: {}",
-                                file.filename,
-                                response.error_text()
-                            ),
-                        }));
-                    }
-                }
-            }
-            if !current.confirmed {
-                let request = request::render_upload_confirm(
-                    bucket,
-                    &current.upload_id,
-                    current.etag.as_deref(),
-                    file.size,
-                );
-                Counters::add(&self.counters.requests, 1);
-                let response = self.client.send(&request).await;
-                match self.classify(&response, &ctx) {
-                    Decision::Success => {
-                        current.confirmed = true;
-                        let stored = current.clone();
-                        self.store
-                            .run(move |store| store.record_upload(id, &stored))
-                            .await?;
-                    }
-                    // The API no longer knows the upload, or refuses what
-                    // storage holds: start it over rather than give up on
-                    // the file.
-                    Decision::DeadLetter { reason } if !renewed => {
-                        debug!(file = %file.filename, %reason, "confirmation refused; uploading again");
-                        renewed = true;
-                        self.forget_upload(id, property).await?;
-                        continue;
-                    }
-                    other => return Ok(UploadEnd::Failed(other)),
-                }
-            }
-            return Ok(UploadEnd::Ready(current.upload_id));
-        }
-    }
-
-    async fn forget_upload(&self, id: i64, property: &str) -> Result<(), FatalError> {
-        let property = property.to_owned();
-        self.store
-            .run(move |store| store.forget_upload(id, &property))
-            .await?;
-        Ok(())
     }
 
     async fn dead(&self, item: &OutboxItem, reason: String) -> Result<Submitted, FatalError> {
