@@ -1276,6 +1276,31 @@ impl Store {
         self.found(id, found)
     }
 
+    /// Turns a pending object into a dead letter whose stored request can
+    /// never be sent as it is (it was built for a dialect the API turned out
+    /// not to have): like a local dead letter, `retry` rebuilds it from the
+    /// files on disk instead of resending it. Ignored if no longer pending.
+    pub fn mark_dead_unsendable(&mut self, id: i64, reason: &str) -> Result<(), StoreError> {
+        let now = unix_now_ms();
+        let found = self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE objects SET status = 'dead', spec = '', last_error = ?2, updated_ms = ?3
+                     WHERE id = ?1 AND status = 'pending'",
+                )?
+                .execute(params![id, reason, now])?;
+            if changed == 0 {
+                return object_exists(tx, id);
+            }
+            tx.prepare_cached("UPDATE files SET state = 'dead' WHERE object_id = ?1")?
+                .execute(params![id])?;
+            tx.prepare_cached("DELETE FROM uploads WHERE object_id = ?1")?
+                .execute(params![id])?;
+            Ok(true)
+        })?;
+        self.found(id, found)
+    }
+
     /// Puts dead letters back into the outbox (`retry`): all of them with `None`,
     /// else those of `ids` that are dead (others are left alone). They are due at
     /// once with a fresh attempt count, and their files are pending again.
@@ -1950,6 +1975,32 @@ mod tests {
             summary
                 .to_string()
                 .contains("FAILED task_a #1 bucket-of-w /a: decoder crashed")
+        );
+    }
+
+    #[test]
+    fn an_unsendable_dead_letter_is_rebuilt_by_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = store
+            .enqueue(&new_object("w", "/a", &[("a/v", &sha(1))]))
+            .unwrap();
+        store
+            .mark_dead_unsendable(id, "needs dialect objects")
+            .unwrap();
+        assert_eq!(status(&store, id), ObjectStatus::Dead);
+        assert_eq!(file_state(&store, "w", "a/v").0, ObjectStatus::Dead);
+        // Like a local dead letter: retry forgets it, the next scan rebuilds.
+        assert_eq!(store.retry_dead(None).unwrap(), 1);
+        assert!(store.object(id).unwrap().is_none());
+        assert!(
+            store
+                .file(FileKey {
+                    watch: "w",
+                    rel: "a/v"
+                })
+                .unwrap()
+                .is_none()
         );
     }
 

@@ -80,6 +80,9 @@ struct DialectState {
     /// Under probing: the dialect being tried after the first said "no such
     /// endpoint".
     trying: Option<Dialect>,
+    /// Under probing: the API answered "no such endpoint" to an upload, so
+    /// new objects are built without the upload flow.
+    no_uploads: bool,
 }
 
 impl DialectState {
@@ -106,6 +109,7 @@ pub fn planned_dialect(setting: DialectSetting, remembered: Option<Dialect>) -> 
         setting,
         known: remembered,
         trying: None,
+        no_uploads: false,
     }
     .current()
     .0
@@ -176,6 +180,7 @@ impl Submitter {
                 setting: settings.setting,
                 known: settings.remembered,
                 trying: None,
+                no_uploads: false,
             }),
             pause: Mutex::new(None),
             alone: Mutex::new(HashSet::new()),
@@ -197,7 +202,9 @@ impl Submitter {
         match (state.setting, state.known) {
             (DialectSetting::ObjectsCreate, _) => false,
             (DialectSetting::Objects, _) => true,
-            (DialectSetting::Auto, known) => known != Some(Dialect::ObjectsCreate),
+            (DialectSetting::Auto, known) => {
+                known != Some(Dialect::ObjectsCreate) && !state.no_uploads
+            }
         }
     }
 
@@ -246,12 +253,14 @@ impl Submitter {
         let uploads = request::has_uploads(&spec);
         if uploads {
             if !self.dialect_has_upload() {
+                // Built while `auto` had not settled; the API turned out to
+                // have objects/create only. `retry` rebuilds it from the
+                // files once a setting gives its large files another way.
                 let reason = "the object has files for the presigned upload flow, which \
-                     dialect objects-create does not have; set api.dialect = \"objects\", or \
-                     run `mixpeek-ingest retry` after raising inline_max_bytes or setting \
-                     url_template"
+                     dialect objects-create does not have; raise inline_max_bytes or set \
+                     url_template, then `mixpeek-ingest retry` rebuilds it from the files"
                     .to_owned();
-                return self.dead(&item, reason).await;
+                return self.unsendable(&item, reason).await;
             }
             if let Some(outcome) = self.run_uploads(&item, &mut spec).await? {
                 return Ok(outcome);
@@ -517,7 +526,8 @@ impl Submitter {
         spec: &mut ObjectSpec,
     ) -> Result<Option<Submitted>, FatalError> {
         let id = item.id;
-        let worst = self.uploader.upload_all(item, spec).await?;
+        let probing = self.lock_dialect().current().1;
+        let worst = self.uploader.upload_all(item, spec, probing).await?;
         match worst {
             None => Ok(None),
             Some(UploadEnd::Superseded(reason)) => {
@@ -528,12 +538,38 @@ impl Submitter {
                 Counters::add(&self.counters.objects_skipped, 1);
                 Ok(Some(Submitted::Superseded))
             }
+            Some(UploadEnd::Failed(Decision::WrongDialect { reason })) => {
+                self.lock_dialect().no_uploads = true;
+                info!(%reason, "the API has no presigned uploads; large files take url_template or stay dead letters");
+                let reason = format!(
+                    "the API has no presigned upload endpoint ({reason}); raise inline_max_bytes \
+                     or set url_template, then `mixpeek-ingest retry` rebuilds it from the files"
+                );
+                self.unsendable(item, reason).await.map(Some)
+            }
             Some(UploadEnd::Failed(decision)) => self
                 .settle_failure(item, &spec.key_prefix, decision)
                 .await
                 .map(Some),
             Some(UploadEnd::Ready(_)) => unreachable!("a ready upload is never the worst"),
         }
+    }
+
+    /// A dead letter whose stored request can never be sent as it is:
+    /// `retry` rebuilds it from the files.
+    async fn unsendable(&self, item: &OutboxItem, reason: String) -> Result<Submitted, FatalError> {
+        warn!(
+            key_prefix = %item.key_prefix,
+            bucket = %item.bucket,
+            %reason,
+            "cannot be sent as built; kept as a dead letter"
+        );
+        let id = item.id;
+        self.store
+            .run(move |store| store.mark_dead_unsendable(id, &reason))
+            .await?;
+        Counters::add(&self.counters.objects_dead, 1);
+        Ok(Submitted::Dead)
     }
 
     async fn dead(&self, item: &OutboxItem, reason: String) -> Result<Submitted, FatalError> {

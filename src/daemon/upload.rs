@@ -51,6 +51,18 @@ pub enum UploadEnd {
     Failed(Decision),
 }
 
+/// One blob to upload, with what its requests need to know.
+#[derive(Clone, Copy)]
+struct Blob<'a> {
+    item: &'a OutboxItem,
+    bucket: &'a str,
+    skip_duplicates: bool,
+    /// The dialect is not settled (`auto`): see [`Uploader::upload_all`].
+    probing: bool,
+    property: &'a str,
+    file: &'a UploadFile,
+}
+
 pub struct Uploader {
     client: ApiClient,
     presigned: Presigned,
@@ -83,11 +95,16 @@ impl Uploader {
     /// Runs the upload of every `upload` blob of `spec`, side by side, from
     /// the step each reached. `None` when all are confirmed (their ids are
     /// filled in); else the end that decides for the object: a superseded
-    /// file first, then a pause, a dead letter, a retry.
+    /// file first, then a missing upload endpoint, a pause, a dead letter, a
+    /// retry.
+    ///
+    /// `probing`: the dialect is not settled yet (`auto`), so an upload
+    /// endpoint that does not exist answers [`Decision::WrongDialect`].
     pub async fn upload_all(
         &self,
         item: &OutboxItem,
         spec: &mut ObjectSpec,
+        probing: bool,
     ) -> Result<Option<UploadEnd>, FatalError> {
         let id = item.id;
         let recorded: BTreeMap<String, UploadRow> = self
@@ -100,13 +117,17 @@ impl Uploader {
         let jobs = spec.blobs.iter().filter_map(|blob| match &blob.data {
             BlobData::Upload { file, .. } => {
                 let row = recorded.get(&blob.property).cloned();
-                let (bucket, property) = (&spec.bucket, &blob.property);
-                let skip_duplicates = spec.skip_duplicates;
+                let blob_job = Blob {
+                    item,
+                    bucket: &spec.bucket,
+                    skip_duplicates: spec.skip_duplicates,
+                    probing,
+                    property: &blob.property,
+                    file,
+                };
                 Some(async move {
-                    let end = self
-                        .upload_steps(item, bucket, skip_duplicates, property, file, row)
-                        .await;
-                    (property.clone(), end)
+                    let end = self.upload_steps(&blob_job, row).await;
+                    (blob_job.property.to_owned(), end)
                 })
             }
             _ => None,
@@ -124,9 +145,10 @@ impl Uploader {
                 end => {
                     let rank = |e: &UploadEnd| match e {
                         UploadEnd::Superseded(_) => 0,
-                        UploadEnd::Failed(Decision::Pause { .. }) => 1,
-                        UploadEnd::Failed(Decision::DeadLetter { .. }) => 2,
-                        _ => 3,
+                        UploadEnd::Failed(Decision::WrongDialect { .. }) => 1,
+                        UploadEnd::Failed(Decision::Pause { .. }) => 2,
+                        UploadEnd::Failed(Decision::DeadLetter { .. }) => 3,
+                        _ => 4,
                     };
                     if worst.as_ref().is_none_or(|w| rank(&end) < rank(w)) {
                         worst = Some(end);
@@ -147,16 +169,24 @@ impl Uploader {
     /// One blob's upload, from the step `row` reached to confirmed.
     async fn upload_steps(
         &self,
-        item: &OutboxItem,
-        bucket: &str,
-        skip_duplicates: bool,
-        property: &str,
-        file: &UploadFile,
+        blob: &Blob<'_>,
         mut row: Option<UploadRow>,
     ) -> Result<UploadEnd, FatalError> {
+        let Blob {
+            item,
+            bucket,
+            skip_duplicates,
+            probing,
+            property,
+            file,
+        } = *blob;
         let ctx = Context {
             attempt: item.attempts,
             probing_dialect: false,
+        };
+        let create_ctx = Context {
+            probing_dialect: probing,
+            ..ctx
         };
         let id = item.id;
         // One renewal per attempt: a URL refused twice in a row is a storage
@@ -167,7 +197,7 @@ impl Uploader {
                 let request = request::render_upload_create(bucket, file, skip_duplicates);
                 Counters::add(&self.counters.requests, 1);
                 let response = self.client.send(&request).await;
-                let decision = classify(&response, &ctx, &self.backoff);
+                let decision = classify(&response, &create_ctx, &self.backoff);
                 if decision != Decision::Success {
                     return Ok(UploadEnd::Failed(decision));
                 }

@@ -292,3 +292,45 @@ fn content_the_bucket_already_holds_is_not_uploaded_again() {
     assert_eq!(objects.len(), 1);
     assert_eq!(blobs(&objects[0])[0]["upload_id"], existing.as_str());
 }
+
+#[test]
+fn an_api_without_uploads_dead_letters_the_large_file_and_keeps_the_rest_flowing() {
+    use mixpeek_mock::Dialects;
+    // Only the docs page's endpoint exists; `auto` has not settled yet when
+    // the large file is built for the upload flow.
+    let env = Env::with(
+        MockConfig::default()
+            .with_bucket(BUCKET)
+            .with_dialects(Dialects {
+                objects_create: true,
+                objects: false,
+            }),
+    );
+    write_video(&env.drop_dir().join("big/video.mp4"), 2 * MIB);
+    env.config("", "inline_max_bytes = \"1MiB\"");
+
+    // The upload is the first request: its "no such endpoint" ends the
+    // object, not every submission.
+    let run = env.run(&["once"]);
+    run.assert_code(1);
+    let status = env.status();
+    assert!(status["paused"].is_null(), "{status}");
+    let reason = status["dead_letters"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("no presigned upload endpoint"), "{reason}");
+    assert!(reason.contains("rebuilds it from the files"), "{reason}");
+
+    env.write("small/note.txt", b"a small file");
+    env.run(&["once"]).assert_code(0);
+    let objects = env.server.objects();
+    assert_eq!(objects.len(), 1, "{}", tail(&run.stderr, 20));
+    assert_eq!(key_prefix(&objects[0]), "/documents/small");
+
+    // With a limit that takes the file inline, `retry` rebuilds it.
+    env.config("", "inline_max_bytes = \"4MiB\"");
+    env.run(&["retry", "--all"]).assert_code(0);
+    env.run(&["once"]).assert_code(0);
+    let objects = env.server.objects();
+    assert_eq!(objects.len(), 2);
+    assert_eq!(key_prefix(&objects[1]), "/documents/big");
+    assert!(blobs(&objects[1])[0]["data"]["base64"].is_string());
+}
