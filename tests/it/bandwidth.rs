@@ -71,6 +71,10 @@ fn bodies_and_uploads_together_stay_under_the_cap() {
     );
     let span = observed_end.saturating_duration_since(first).as_secs_f64();
     let allowed = CAP as f64 * span + 2.0 * BURST as f64;
+    eprintln!(
+        "PUT {put_rate:.0} B/s; {total} bytes in {span:.2} s = {:.0} B/s; cap {CAP} B/s",
+        total as f64 / span
+    );
     assert!(
         (total as f64) <= allowed,
         "{total} bytes in {span:.2} s is above the cap's {allowed:.0}"
