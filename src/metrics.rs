@@ -1,0 +1,1 @@
+//! Metrics and health: Prometheus text exposition, `/healthz`, `/readyz` (SPEC §10).

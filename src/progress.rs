@@ -1,0 +1,1 @@
+//! Progress of `once`: a bar on a terminal, plain periodic lines otherwise.
