@@ -22,6 +22,10 @@
 //!
 //! The client is for the API only: its default headers include the key, so it
 //! must never be used for presigned upload URLs.
+//!
+//! Every answer (or failure to get one) passes through one place,
+//! `ApiClient::execute`, which counts it by status code in the engine's
+//! `telemetry::Counters` when the client was given them ([`ApiClient::counting`]).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -38,6 +42,7 @@ use thiserror::Error;
 use crate::config::ApiConfig;
 use crate::pipeline::HttpRequest;
 use crate::pipeline::retry::{self, Outcome, TransportError, TransportKind};
+use crate::telemetry::{Counters, RequestKind};
 use crate::transfer::Throttle;
 
 /// `User-Agent` of every call.
@@ -279,6 +284,8 @@ pub enum ApiError {
 #[derive(Clone)]
 pub struct ApiClient {
     inner: Arc<Inner>,
+    /// Where answers are counted; `None` for one-off commands (`check`).
+    counters: Option<Arc<Counters>>,
 }
 
 struct Inner {
@@ -360,7 +367,15 @@ impl ApiClient {
                 limiter: request_limiter(cfg.requests_per_minute),
                 throttle: Arc::new(Throttle::new(cfg.max_bytes_per_second)),
             }),
+            counters: None,
         })
+    }
+
+    /// This client (and its clones) counting every call in `counters`.
+    #[must_use]
+    pub fn counting(mut self, counters: Arc<Counters>) -> ApiClient {
+        self.counters = Some(counters);
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -424,7 +439,11 @@ impl ApiClient {
         if let Some(limiter) = &self.inner.limiter {
             limiter.until_ready().await;
         }
-        receive(builder.send().await, Some(&self.inner.key)).await
+        let response = receive(builder.send().await, Some(&self.inner.key)).await;
+        if let Some(counters) = &self.counters {
+            counters.answered(RequestKind::Api, response.status());
+        }
+        response
     }
 }
 
@@ -926,6 +945,35 @@ mod tests {
             resp.error_text(),
             "HTTP 401: AuthError: key <redacted> is invalid"
         );
+    }
+
+    #[tokio::test]
+    async fn a_counting_client_counts_every_call_by_status() {
+        let counters = Arc::new(Counters::default());
+        let (base, server) = serve_once(http_response("503 Service Unavailable", "", "{}")).await;
+        let counting = client(&base).counting(Arc::clone(&counters));
+        counting.send(&create_request()).await;
+        server.await.unwrap();
+        let (base, server) = serve_once(http_response("200 OK", "", "{}")).await;
+        let counting = client(&base).counting(Arc::clone(&counters));
+        // A clone counts into the same counters.
+        counting.clone().get_task("tsk_1").await;
+        server.await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let refused = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        client(&refused)
+            .counting(Arc::clone(&counters))
+            .get_bucket("b")
+            .await;
+        // Without counters nothing is counted.
+        client(&refused).get_bucket("b").await;
+
+        let by_status = counters.answers.snapshot();
+        assert_eq!(by_status[&(RequestKind::Api, Some(503))], 1);
+        assert_eq!(by_status[&(RequestKind::Api, Some(200))], 1);
+        assert_eq!(by_status[&(RequestKind::Api, None)], 1);
+        assert_eq!(counters.snapshot().requests, 3);
     }
 
     #[tokio::test]

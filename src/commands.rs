@@ -21,6 +21,7 @@ use crate::pipeline::group::{self, Role};
 use crate::pipeline::schema::{self, Mismatch, Sample, Sampler};
 use crate::pipeline::settle::NameFilter;
 use crate::pipeline::{Dialect, ObjectSpec, request};
+use crate::progress::{Progress, Style};
 use crate::store::{Store, unix_now_ms};
 use crate::telemetry::{self, Counters};
 
@@ -39,13 +40,39 @@ pub fn load_config(path: &Path) -> Result<Config, FatalError> {
     Ok(config)
 }
 
+/// Loads the API key for a command that sends requests, with a warning when
+/// its file can be read by others than the daemon's user (`check` prints
+/// the same finding on stdout instead).
+fn load_key(config: &Config) -> Result<api::ApiKey, FatalError> {
+    let key = api::load_api_key(&config.api)?;
+    if let Some(warning) = config
+        .api
+        .api_key_file
+        .as_deref()
+        .and_then(api::key_file_warning)
+    {
+        warn!("{warning}");
+    }
+    Ok(key)
+}
+
 /// `once`: deliver everything ready, then exit. 1 when objects ended as
 /// dead letters, submissions were paused, or a watch root could not be read;
 /// 130 when interrupted.
+///
+/// Progress goes to stderr as it happens (a bar on a terminal, a plain line
+/// every few seconds otherwise; see [`crate::progress`]), then a summary
+/// line, then the `once: files_seen=…` line of every counter.
 pub async fn once(config: Config, shutdown: impl Future<Output = ()>) -> Result<u8, FatalError> {
-    let key = api::load_api_key(&config.api)?;
+    let key = load_key(&config)?;
+    let state_dir = config.state.dir.clone();
     let engine = Engine::new(Arc::new(config), key, Arc::new(Counters::default()))?;
-    let report = engine.once(shutdown).await?;
+    let progress = Progress::start(Arc::clone(engine.counters()), &state_dir, Style::detect());
+    // On the same task as `once`, and dropped with it: the display can
+    // neither outlive the work nor hold up its end. On an error, dropping
+    // `progress` clears the bar before `main` prints the error.
+    let report = alongside(engine.once(shutdown), progress.report()).await?;
+    progress.finish(&report.counters).await;
     eprintln!("once: {}", report.counters);
     let mut code = exit::OK;
     if !report.awaiting_marker.is_empty() {
@@ -88,7 +115,7 @@ pub async fn run(config: Config, path: &Path) -> Result<u8, FatalError> {
     let counters = Arc::new(Counters::default());
     let mut config = config;
     loop {
-        let key = api::load_api_key(&config.api)?;
+        let key = load_key(&config)?;
         let shared = Arc::new(config.clone());
         let engine = Engine::new(Arc::clone(&shared), key.clone(), Arc::clone(&counters))?;
         // The engine's own client: the check's GETs count against

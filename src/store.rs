@@ -557,6 +557,16 @@ pub struct DeadLetter {
     pub updated_ms: i64,
 }
 
+/// The outbox at one moment ([`Store::outbox_figures`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxFigures {
+    pub pending: u64,
+    /// Pending objects whose next attempt time has come.
+    pub due: u64,
+    /// When the oldest pending object was first queued (unix ms).
+    pub oldest_created_ms: Option<i64>,
+}
+
 /// What `status` shows (SPEC §9).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
@@ -1360,6 +1370,27 @@ impl Store {
     /// Objects in the outbox (for `once`, which waits for it to empty).
     pub fn pending_count(&self) -> Result<u64, StoreError> {
         self.count(ObjectStatus::Pending)
+    }
+
+    /// The outbox at `now_ms`, in one read, for health and metrics: objects
+    /// pending, those of them due (not waiting for a retry time), and when
+    /// the oldest was first queued.
+    pub fn outbox_figures(&self, now_ms: i64) -> Result<OutboxFigures, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(next_attempt_ms <= ?1), 0), MIN(created_ms)
+                 FROM objects WHERE status = 'pending'",
+            )
+            .map_err(self.sql_error())?;
+        stmt.query_row(params![now_ms], |row| {
+            Ok(OutboxFigures {
+                pending: row.get(0)?,
+                due: row.get(1)?,
+                oldest_created_ms: row.get(2)?,
+            })
+        })
+        .map_err(self.sql_error())
     }
 
     /// Dead letters, local or refused by the server.
@@ -3061,5 +3092,30 @@ mod tests {
             model.check(&Store::open(tmp.path()).unwrap());
             model.check(&Store::open_read_only(tmp.path()).unwrap());
         }
+    }
+
+    #[test]
+    fn outbox_figures_count_pending_due_and_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.outbox_figures(FAR).unwrap(), OutboxFigures::default());
+        let a = store
+            .enqueue(&new_object("w", "/a", &[("a/1", &sha(1))]))
+            .unwrap();
+        let b = store
+            .enqueue(&new_object("w", "/b", &[("b/1", &sha(2))]))
+            .unwrap();
+        let c = store
+            .enqueue(&new_object("w", "/c", &[("c/1", &sha(3))]))
+            .unwrap();
+        store.mark_retry(b, FAR + 1, "HTTP 503").unwrap();
+        store.mark_delivered(c, None, None).unwrap();
+        let figures = store.outbox_figures(FAR).unwrap();
+        assert_eq!((figures.pending, figures.due), (2, 1));
+        let first = store.object(a).unwrap().unwrap().created_ms;
+        assert_eq!(figures.oldest_created_ms, Some(first));
+        store.mark_dead(a, "refused").unwrap();
+        let figures = store.outbox_figures(FAR).unwrap();
+        assert_eq!((figures.pending, figures.due), (1, 0));
     }
 }

@@ -205,7 +205,9 @@ impl Presigned {
             .body(body)
             .send()
             .await;
-        let response = api::receive(sent, None).await;
+        // The presigned URL carries its signature, a credential until it
+        // expires: an error must not put it into a log line or a reason.
+        let response = api::receive(sent.map_err(reqwest::Error::without_url), None).await;
         let intact = digest
             .lock()
             .expect("digest lock poisoned")

@@ -50,15 +50,23 @@ pub fn permission_warning(
 
 impl Config {
     /// Settings this build accepts but does not act on yet, one sentence
-    /// each, so an operator is told instead of silently surprised.
+    /// each, so an operator is told instead of silently surprised. Every
+    /// setting is applied at the moment; the list stays for the next one.
     pub fn not_yet_applied(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(listen) = self.metrics.listen {
-            out.push(format!(
-                "metrics.listen = {listen}: the metrics endpoint is not served yet"
-            ));
-        }
-        out
+        Vec::new()
+    }
+
+    /// How long work may be due with no submission finishing before the
+    /// daemon calls itself stuck (`/healthz`, the watchdog):
+    /// `metrics.stuck_after`, or the default for `api.timeout` and
+    /// `api.requests_per_minute` (`pipeline::health`).
+    pub fn stuck_after(&self) -> Duration {
+        self.metrics.stuck_after.unwrap_or_else(|| {
+            crate::pipeline::health::default_stuck_after(
+                self.api.timeout,
+                self.api.requests_per_minute,
+            )
+        })
     }
 }
 
@@ -100,7 +108,11 @@ pub struct StateConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricsConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (port 0: any
+    /// free port, logged at start).
     pub listen: Option<std::net::SocketAddr>,
+    /// Overrides the stuck threshold; see [`Config::stuck_after`].
+    pub stuck_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

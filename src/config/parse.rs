@@ -206,7 +206,7 @@ const STATE: Schema = Schema {
 };
 const METRICS: Schema = Schema {
     title: "[metrics]",
-    keys: &["listen"],
+    keys: &["listen", "stuck_after"],
 };
 const LOG: Schema = Schema {
     title: "[log]",
@@ -454,8 +454,12 @@ fn read_metrics(r: &mut Report, mut t: Table<'_, '_>) -> MetricsConfig {
             )
         })
     });
+    let stuck_after = t.duration(r, "stuck_after", above_zero);
     t.finish(r);
-    MetricsConfig { listen }
+    MetricsConfig {
+        listen,
+        stuck_after,
+    }
 }
 
 fn read_log(r: &mut Report, mut t: Table<'_, '_>) -> LogConfig {
@@ -1574,7 +1578,10 @@ mod tests {
             state: StateConfig {
                 dir: PathBuf::from("/var/lib/mixpeek-ingest"),
             },
-            metrics: MetricsConfig { listen: None },
+            metrics: MetricsConfig {
+                listen: None,
+                stuck_after: None,
+            },
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".to_owned(),

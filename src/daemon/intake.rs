@@ -381,7 +381,7 @@ impl WatchState {
         if !self.reported.insert(path.to_path_buf()) {
             return;
         }
-        Counters::add(&counters.files_skipped, 1);
+        counters.ignored(reason.label());
         if reason.is_problem() {
             warn!(path = %path.display(), %reason, "skipped");
         } else {
@@ -395,6 +395,7 @@ impl WatchState {
             Ok(assignment) => assignment,
             Err(err) => {
                 if self.reported.insert(file.abs.clone()) {
+                    counters.ignored("bad_path");
                     warn!(path = %file.abs.display(), error = %err, "skipped");
                 }
                 return;

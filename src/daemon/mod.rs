@@ -8,11 +8,13 @@
 //! - `submit`: send an outbox item or a batch, record the outcome (submit → record).
 //! - `upload`: presigned uploads of an item's large files, before its create.
 //! - `tasks`: poll the processing tasks of delivered objects.
+//! - `monitor`: health (stuck or not) and the figures `/metrics` shows.
 //!
 //! `Engine` below is the one place that spawns the pipeline's tasks: scans,
 //! event handling and builds on the blocking pool (at most `BUILD_SLOTS`
 //! builds at once), up to `api.max_in_flight` submissions (an object or a
-//! batch each), and the task poller. Intake and
+//! batch each), the task poller, and under `run` the metrics endpoint on
+//! `metrics.listen` (`crate::metrics`, fed by `monitor`). Intake and
 //! submission run side by side, joined by the durable outbox: a build records
 //! its object in the store and wakes the submitter. Everything goes through
 //! the store first, so stopping the engine at any point loses nothing that
@@ -23,6 +25,7 @@ pub mod dispose;
 pub mod failpoint;
 pub mod hash;
 pub mod intake;
+pub mod monitor;
 pub mod scan;
 pub mod shutdown;
 pub mod submit;
@@ -45,25 +48,35 @@ use tracing::{error, info, warn};
 use self::build::Built;
 use self::dispose::Disposer;
 use self::intake::{GroupPlan, Intake, Waiting};
+use self::monitor::Monitor;
 use self::submit::{Due, Submitted, Submitter, SubmitterSettings};
 use self::watch::{Hint, Mode};
 use crate::api::{ApiClient, ApiKey};
 use crate::config::Config;
 use crate::error::FatalError;
+use crate::metrics;
+use crate::pipeline::health::Health;
 use crate::pipeline::retry::Backoff;
 use crate::pipeline::{Dialect, batch};
-use crate::store::{Store, StoreError, unix_now_ms};
+use crate::store::{OutboxFigures, Store, StoreError, unix_now_ms};
 use crate::telemetry::{Counters, CountersSnapshot, service};
 use crate::transfer::Presigned;
 
 /// Shared access to the store. SQLite commits wait for the disk, so async
 /// code goes through `run`, which takes the blocking pool.
 #[derive(Clone)]
-pub struct StoreHandle(Arc<Mutex<Store>>);
+pub struct StoreHandle {
+    store: Arc<Mutex<Store>>,
+    /// Writes waiting for the state disk to take writes again (`write`).
+    blocked: Arc<AtomicUsize>,
+}
 
 impl StoreHandle {
     pub fn new(store: Store) -> StoreHandle {
-        StoreHandle(Arc::new(Mutex::new(store)))
+        StoreHandle {
+            store: Arc::new(Mutex::new(store)),
+            blocked: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Runs `f` on the blocking pool; see `write` for a full disk.
@@ -89,10 +102,12 @@ impl StoreHandle {
         f: impl Fn(&mut Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut warned_at: Option<Instant> = None;
+        let mut waiting: Option<DiskWait<'_>> = None;
         loop {
             let result = f(&mut self.lock());
             match result {
                 Err(err) if err.is_unwritable() => {
+                    waiting.get_or_insert_with(|| DiskWait::start(&self.blocked));
                     if warned_at.is_none_or(|at| at.elapsed() >= DISK_FULL_LOG_EVERY) {
                         error!(
                             path = %err.path().display(),
@@ -108,9 +123,31 @@ impl StoreHandle {
         }
     }
 
+    /// Some write waits for the state disk (full, or read-only): work is
+    /// held by design, not stuck (`monitor`).
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.load(Ordering::SeqCst) > 0
+    }
+
     /// For reads on the blocking pool.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.0.lock().expect("store lock poisoned")
+        self.store.lock().expect("store lock poisoned")
+    }
+}
+
+/// Counts a write as waiting for the disk while it lives.
+struct DiskWait<'a>(&'a AtomicUsize);
+
+impl<'a> DiskWait<'a> {
+    fn start(count: &'a AtomicUsize) -> DiskWait<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        DiskWait(count)
+    }
+}
+
+impl Drop for DiskWait<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -179,6 +216,12 @@ const BATCH_LINGER_RUN: Duration = Duration::from_millis(500);
 const BATCH_LINGER_ONCE: Duration = Duration::from_secs(30);
 /// Tasks polled per pass of the task loop.
 const TASK_POLLS: usize = 8;
+/// How often `run` judges its health (logs a stall, sends `STATUS=`) when
+/// no systemd watchdog sets a shorter period.
+const HEALTH_EVERY: Duration = Duration::from_secs(10);
+/// How long the metrics endpoint may finish answering after the pipeline
+/// stopped, before it is dropped.
+const ENDPOINT_DRAIN: Duration = Duration::from_secs(1);
 
 /// What a finished `once` reports.
 #[derive(Debug, Clone)]
@@ -226,6 +269,8 @@ pub struct Engine {
     settling: AtomicUsize,
     /// Submissions in flight (objects or batches).
     in_flight: AtomicUsize,
+    /// Health and metrics; shared with the endpoint.
+    monitor: Arc<Monitor>,
 }
 
 /// A finished send: the object ids it carried, and each one's outcome.
@@ -271,7 +316,7 @@ impl Engine {
             .as_deref()
             .and_then(Dialect::parse);
         let intake = Intake::new(&config.watches, &store)?;
-        let client = ApiClient::new(&config.api, key)?;
+        let client = ApiClient::new(&config.api, key)?.counting(Arc::clone(&counters));
         let presigned = Presigned::new(&config.api, client.throttle())?;
         let backoff = Backoff::try_new(config.retry.initial, config.retry.max)
             .map_err(|err| FatalError::Runtime(format!("retry settings: {err}")))?;
@@ -289,11 +334,18 @@ impl Engine {
             },
             Arc::clone(&counters),
         );
+        let submitter = Arc::new(submitter);
+        let monitor = Arc::new(Monitor::new(
+            store.clone(),
+            Arc::clone(&submitter),
+            Arc::clone(&counters),
+            config.stuck_after(),
+        ));
         Ok(Engine {
             _lock: lock,
             store,
             intake: Arc::new(Mutex::new(intake)),
-            submitter: Arc::new(submitter),
+            submitter,
             counters,
             work: Arc::new(Notify::new()),
             progress: Notify::new(),
@@ -303,6 +355,7 @@ impl Engine {
             building: Arc::new(AtomicUsize::new(0)),
             settling: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            monitor,
             config,
         })
     }
@@ -380,19 +433,33 @@ impl Engine {
     }
 
     /// The daemon: a start scan, then OS events (or polling) and periodic
-    /// rescans feeding intake, while the submitter drains the outbox; until
-    /// `stop` completes. Then intake stops, requests in flight get
-    /// `shutdown_grace` to finish, and `stop`'s output is returned.
+    /// rescans feeding intake, while the submitter drains the outbox, and
+    /// the metrics endpoint answers on `metrics.listen`; until `stop`
+    /// completes. Then intake stops, requests in flight get `shutdown_grace`
+    /// to finish, and `stop`'s output is returned. The endpoint answers until
+    /// the pipeline has stopped. An address it cannot listen on is fatal
+    /// before any work starts.
     pub async fn run<T>(&self, stop: impl Future<Output = T>) -> Result<T, FatalError> {
+        let listener = match self.config.metrics.listen {
+            Some(addr) => Some(metrics::bind(addr).await?),
+            None => None,
+        };
         let cancel = CancellationToken::new();
-        let work = async {
+        let stopped = CancellationToken::new();
+        let pipeline = async {
             let (intake, submit, dispose, tasks) = tokio::join!(
                 self.intake_loop(cancel.clone()),
                 self.submit_loop(cancel.clone(), BATCH_LINGER_RUN),
                 self.dispose_loop(cancel.clone()),
                 self.task_loop(cancel.clone())
             );
+            stopped.cancel();
             intake.and(submit).and(dispose).and(tasks)
+        };
+        let work = async {
+            let (pipeline, endpoint) =
+                tokio::join!(pipeline, self.endpoint(listener, stopped.clone()));
+            pipeline.and(endpoint)
         };
         tokio::pin!(stop);
         tokio::pin!(work);
@@ -406,6 +473,37 @@ impl Engine {
                 ended?;
                 Err(FatalError::Runtime("the pipeline stopped on its own".into()))
             }
+        }
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` (when
+    /// `metrics.listen` is set) until `stopped`, then for at most
+    /// `ENDPOINT_DRAIN` while answers in progress finish.
+    async fn endpoint(
+        &self,
+        listener: Option<tokio::net::TcpListener>,
+        stopped: CancellationToken,
+    ) -> Result<(), FatalError> {
+        let Some(listener) = listener else {
+            return Ok(());
+        };
+        let addr = listener
+            .local_addr()
+            .map_err(|err| FatalError::io("metrics.listen", err))?;
+        info!(%addr, "serving /metrics, /healthz and /readyz");
+        let serve = metrics::serve(
+            listener,
+            Arc::clone(&self.monitor),
+            stopped.clone().cancelled_owned(),
+        );
+        let drained = async {
+            stopped.cancelled().await;
+            tokio::time::sleep(ENDPOINT_DRAIN).await;
+        };
+        let failed = |err| FatalError::io(format!("metrics.listen = {addr}"), err);
+        tokio::select! {
+            served = serve => served.map_err(failed),
+            () = drained => Ok(()),
         }
     }
 
@@ -431,6 +529,13 @@ impl Engine {
                 .collect()
         };
         let (watchers, mut hints, rescans) = watch::start(&roots);
+        self.monitor.set_watches(
+            self.config
+                .watches
+                .iter()
+                .zip(&watchers.modes)
+                .map(|(watch, mode)| (watch.path.display().to_string(), *mode)),
+        );
         let intervals: Vec<Duration> = self
             .config
             .watches
@@ -448,21 +553,29 @@ impl Engine {
         let mut batch: Vec<Hint> = Vec::new();
         let mut hints_open = true;
         let mut announced = false;
+        // The watchdog is fed only while the pipeline moves (`monitor`):
+        // a stuck submitter stops the pings, and systemd restarts us.
         let watchdog = service::watchdog_interval();
-        let mut next_ping = Instant::now();
+        let check_every = watchdog.map_or(HEALTH_EVERY, |every| every.min(HEALTH_EVERY));
+        let mut next_check = Instant::now();
         loop {
             let now = Instant::now();
-            let mut due: Vec<usize> = rescans.take();
-            for index in &due {
+            let mut due: Vec<usize> = Vec::new();
+            for (index, cause) in rescans.take() {
                 info!(
-                    watch = %self.config.watches[*index].path.display(),
+                    watch = %self.config.watches[index].path.display(),
+                    cause = cause.as_str(),
                     "file events overflowed or were incomplete; rescanning"
                 );
+                self.counters.rescanned(cause.as_str());
+                due.push(index);
             }
             for (index, at) in next_scan.iter_mut().enumerate() {
                 if *at <= now || due.contains(&index) {
                     if !due.contains(&index) {
                         due.push(index);
+                        self.counters
+                            .rescanned(scan_reason(announced, watchers.modes[index]));
                     }
                     *at = now + intervals[index];
                 }
@@ -473,6 +586,7 @@ impl Engine {
             }
             if !announced {
                 // The start scan is done and its groups are queued.
+                self.monitor.set_ready();
                 service::ready();
                 announced = true;
             }
@@ -480,22 +594,25 @@ impl Engine {
             self.settling.store(waiting.settling, Ordering::SeqCst);
             self.building.fetch_add(plans.len(), Ordering::SeqCst);
             queue.extend(plans);
-            if let Some(every) = watchdog
-                && Instant::now() >= next_ping
-            {
-                service::watchdog();
-                service::status(&self.status_line(&waiting));
-                next_ping = Instant::now() + every;
+            if Instant::now() >= next_check {
+                let (health, outbox) = self.monitor.assess().await?;
+                service::status(&self.status_line(&waiting, &outbox, &health));
+                if watchdog.is_some() && health.feeds_watchdog() {
+                    service::watchdog();
+                }
+                next_check = Instant::now() + check_every;
             }
             while builds.len() < BUILD_SLOTS {
                 let Some(plan) = queue.pop_front() else { break };
                 self.spawn_build(&mut builds, plan);
             }
 
-            let mut wake = next_scan.iter().min().copied().unwrap_or(now + MAX_IDLE);
-            if watchdog.is_some() {
-                wake = wake.min(next_ping);
-            }
+            let mut wake = next_scan
+                .iter()
+                .min()
+                .copied()
+                .unwrap_or(now + MAX_IDLE)
+                .min(next_check);
             if let Some(deadline) = self.lock_intake().next_deadline(now) {
                 wake = wake.min(deadline);
             }
@@ -561,6 +678,7 @@ impl Engine {
                     () = cancel.cancelled() => return Ok(()),
                     Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                         let (ids, outcomes) = joined.expect("a submission task panicked");
+                        self.monitor.finished();
                         for id in &ids {
                             in_flight.remove(id);
                         }
@@ -708,7 +826,7 @@ impl Engine {
                         .run(move |s| s.due_tasks(now, TASK_POLLS))
                         .await?;
                     for row in rows {
-                        tasks::poll(&self.client, &self.store, row).await?;
+                        tasks::poll(&self.client, &self.store, &self.counters, row).await?;
                     }
                 }
                 let next = self.store.run(|s| s.next_task_poll_ms()).await?;
@@ -756,15 +874,25 @@ impl Engine {
         Ok(())
     }
 
-    /// The `STATUS=` line: what the pipeline holds and has done.
-    fn status_line(&self, waiting: &Waiting) -> String {
+    /// The `STATUS=` line: what the pipeline holds and has done, and why
+    /// it is not moving when it is not.
+    fn status_line(&self, waiting: &Waiting, outbox: &OutboxFigures, health: &Health) -> String {
         let c = self.counters.snapshot();
         let mut line = format!(
-            "{} settling, {} delivered, {} dead, {} queued since start",
-            waiting.settling, c.objects_delivered, c.objects_dead, c.objects_enqueued
+            "{} pending, {} settling; {} delivered, {} dead, {} queued since start",
+            outbox.pending,
+            waiting.settling,
+            c.objects_delivered,
+            c.objects_dead,
+            c.objects_enqueued
         );
-        if let Some(pause) = self.submitter.pause() {
-            line.push_str(&format!("; PAUSED: {}", pause.reason));
+        match health {
+            Health::Healthy { .. } => {}
+            Health::Paused { reason } => line.push_str(&format!("; PAUSED: {reason}")),
+            Health::Stuck { due, stalled } => line.push_str(&format!(
+                "; STUCK: {due} due, no submission finished for {}s",
+                stalled.as_secs()
+            )),
         }
         line
     }
@@ -850,6 +978,7 @@ impl Engine {
                 failpoint::hit(failpoint::AFTER_HASH);
             }
             for item in &unreadable {
+                counters.ignored("unreadable");
                 warn!(path = %item.path.display(), error = %item.error, "cannot read file; skipped until the next periodic rescan");
             }
             store.write(|s| record_built(s, &counters, &built))?;
@@ -897,6 +1026,16 @@ impl Engine {
     }
 }
 
+/// The `rescans_total` reason of a scheduled full scan: the start scan, a
+/// polled watch's scan, or the periodic safety rescan of an evented one.
+fn scan_reason(started: bool, mode: Mode) -> &'static str {
+    match (started, mode) {
+        (false, _) => "start",
+        (true, Mode::Polling(_)) => "poll",
+        (true, Mode::Events) => "periodic",
+    }
+}
+
 /// Writes one built group to the store.
 fn record_built(store: &mut Store, counters: &Counters, built: &Built) -> Result<(), StoreError> {
     match built {
@@ -928,4 +1067,58 @@ fn record_built(store: &mut Store, counters: &Counters, built: &Built) -> Result
         Built::Unsettled { .. } | Built::Empty => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    #[test]
+    fn a_write_waiting_for_the_disk_shows_as_blocked_until_it_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = StoreHandle::new(Store::open(dir.path()).unwrap());
+        let full = Arc::new(AtomicBool::new(true));
+        let writer = {
+            let (handle, full) = (handle.clone(), Arc::clone(&full));
+            std::thread::spawn(move || {
+                handle.write(|store| {
+                    if full.load(Ordering::SeqCst) {
+                        return Err(StoreError::Io {
+                            path: store.path().to_path_buf(),
+                            source: std::io::ErrorKind::StorageFull.into(),
+                        });
+                    }
+                    store.set_meta("written", "yes")
+                })
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !handle.is_blocked() {
+            assert!(Instant::now() < deadline, "never blocked");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        full.store(false, Ordering::SeqCst);
+        writer.join().unwrap().unwrap();
+        assert!(!handle.is_blocked());
+        assert_eq!(
+            handle.lock().meta("written").unwrap().as_deref(),
+            Some("yes")
+        );
+    }
+
+    #[rstest::rstest]
+    #[case(false, Mode::Events, "start")]
+    #[case(false, Mode::Polling(Duration::from_secs(2)), "start")]
+    #[case(true, Mode::Events, "periodic")]
+    #[case(true, Mode::Polling(Duration::from_secs(2)), "poll")]
+    fn scheduled_scans_are_counted_by_reason(
+        #[case] started: bool,
+        #[case] mode: Mode,
+        #[case] want: &str,
+    ) {
+        assert_eq!(scan_reason(started, mode), want);
+    }
 }

@@ -43,11 +43,12 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    /// A short label, for logs and metrics.
+    /// A short label, for logs and metrics (a few values: the kind of a
+    /// special file is in the message, not the label).
     pub fn label(&self) -> &'static str {
         match self {
             SkipReason::Ignored(r) => r.as_str(),
-            SkipReason::Special(kind) => kind,
+            SkipReason::Special(_) => "not_regular",
             SkipReason::NotUtf8 => "not_utf8",
             SkipReason::SymlinkNotFollowed => "symlink",
             SkipReason::SymlinkOutsideRoot => "symlink_outside_root",

@@ -231,6 +231,12 @@ impl Submitter {
         self.alone.lock().expect("alone lock poisoned")
     }
 
+    /// A presigned PUT is under way (bounded by its own timeout, which
+    /// grows with the file: movement, for the stuck check).
+    pub fn transferring(&self) -> bool {
+        self.uploader.transferring()
+    }
+
     /// The pause in force, if any.
     pub fn pause(&self) -> Option<Pause> {
         let pause = self.pause.lock().expect("pause lock poisoned").clone();
@@ -274,7 +280,6 @@ impl Submitter {
                 self.lock_dialect().current()
             };
             let request = request::render(&spec, dialect, self.auto_process);
-            Counters::add(&self.counters.requests, 1);
             let response = self.client.send(&request).await;
             let ctx = Context {
                 attempt: item.attempts,
@@ -345,7 +350,6 @@ impl Submitter {
             return Ok(outcomes);
         }
         let request = request::render_batch(bucket, &specs, self.auto_process);
-        Counters::add(&self.counters.requests, 1);
         let response = self.client.send(&request).await;
         let ctx = Context {
             attempt: outboxed.iter().map(|i| i.attempts).min().unwrap_or(0),

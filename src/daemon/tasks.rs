@@ -19,9 +19,17 @@ use crate::api::ApiClient;
 use crate::error::FatalError;
 use crate::pipeline::task::{self, Outcome, Progress};
 use crate::store::{TaskRow, unix_now_ms};
+use crate::telemetry::Counters;
 
-/// Polls one task and records what it said.
-pub async fn poll(client: &ApiClient, store: &StoreHandle, row: TaskRow) -> Result<(), FatalError> {
+/// Polls one task and records what it said; counts the poll, and the
+/// outcome once there is one.
+pub async fn poll(
+    client: &ApiClient,
+    store: &StoreHandle,
+    counters: &Counters,
+    row: TaskRow,
+) -> Result<(), FatalError> {
+    Counters::add(&counters.tasks_polled, 1);
     let response = client.get_task(&row.task_id).await;
     let next = |polls: u32| {
         let delay = task::next_poll(polls);
@@ -51,6 +59,9 @@ pub async fn poll(client: &ApiClient, store: &StoreHandle, row: TaskRow) -> Resu
             (row.state.clone(), None, None)
         }
     };
+    if let Some(outcome) = outcome {
+        counters.tasks_ended.add(outcome.as_str(), 1);
+    }
     match outcome {
         Some(Outcome::Failed) => warn!(
             task_id = %row.task_id,

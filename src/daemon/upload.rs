@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
 use tracing::debug;
@@ -33,7 +34,7 @@ use crate::error::FatalError;
 use crate::pipeline::retry::{self, Backoff, Context, Decision};
 use crate::pipeline::{BlobData, ObjectSpec, UploadFile, request};
 use crate::store::{OutboxItem, UploadRow, unix_now_ms};
-use crate::telemetry::Counters;
+use crate::telemetry::{Counters, RequestKind};
 use crate::transfer::{Presigned, Put};
 
 /// How long before its stated expiry a presigned URL is renewed rather than
@@ -71,6 +72,24 @@ pub struct Uploader {
     counters: Arc<Counters>,
     /// PUTs in flight, across objects (`api.max_in_flight`).
     put_slots: Semaphore,
+    /// PUTs sending right now (not waiting for a slot).
+    putting: AtomicUsize,
+}
+
+/// Counts a PUT as under way while it lives.
+struct Putting<'a>(&'a AtomicUsize);
+
+impl<'a> Putting<'a> {
+    fn start(count: &'a AtomicUsize) -> Putting<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Putting(count)
+    }
+}
+
+impl Drop for Putting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Uploader {
@@ -89,7 +108,13 @@ impl Uploader {
             backoff,
             counters,
             put_slots: Semaphore::new(max_in_flight.max(1)),
+            putting: AtomicUsize::new(0),
         }
+    }
+
+    /// A presigned PUT is sending.
+    pub fn transferring(&self) -> bool {
+        self.putting.load(Ordering::SeqCst) > 0
     }
 
     /// Runs the upload of every `upload` blob of `spec`, side by side, from
@@ -195,7 +220,6 @@ impl Uploader {
         loop {
             let Some(mut current) = row.take() else {
                 let request = request::render_upload_create(bucket, file, skip_duplicates);
-                Counters::add(&self.counters.requests, 1);
                 let response = self.client.send(&request).await;
                 let decision = classify(&response, &create_ctx, &self.backoff);
                 if decision != Decision::Success {
@@ -250,12 +274,15 @@ impl Uploader {
                         .acquire()
                         .await
                         .expect("the PUT semaphore is never closed");
+                    let _putting = Putting::start(&self.putting);
                     self.presigned.put(&url, file).await
                 };
                 let (response, intact) = match put {
                     Put::FileChanged(reason) => return Ok(UploadEnd::Superseded(reason)),
                     Put::Answered { response, intact } => (response, intact),
                 };
+                self.counters
+                    .answered(RequestKind::Presigned, response.status());
                 match response.status() {
                     Some(200..=299) if intact => {
                         current.etag = response.result.as_ref().ok().and_then(|r| r.etag.clone());
@@ -311,7 +338,6 @@ impl Uploader {
                     current.etag.as_deref(),
                     file.size,
                 );
-                Counters::add(&self.counters.requests, 1);
                 let response = self.client.send(&request).await;
                 match classify(&response, &ctx, &self.backoff) {
                     Decision::Success => {

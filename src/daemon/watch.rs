@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, EventKind};
@@ -52,34 +52,72 @@ impl Mode {
     }
 }
 
+/// Why the events of a watch cannot be trusted to be complete any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The OS event queue overflowed, or the hint channel was full.
+    Overflow,
+    /// The watcher reported an error (a watch that could not be added for
+    /// a new directory, an I/O error).
+    WatchError,
+}
+
+impl Cause {
+    const fn bit(self) -> u8 {
+        match self {
+            Cause::Overflow => 1,
+            Cause::WatchError => 2,
+        }
+    }
+
+    /// The label of the rescan it calls for.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Overflow => "overflow",
+            Cause::WatchError => "watch_error",
+        }
+    }
+}
+
 /// The per-watch "rescan needed" flags, as the engine sees them.
 pub struct Rescans {
     flags: Arc<Flags>,
 }
 
 struct Flags {
-    rescan: Vec<AtomicBool>,
+    /// Per watch, the [`Cause`] bits raised since the last `take`.
+    rescan: Vec<AtomicU8>,
     wake: Notify,
 }
 
 impl Flags {
-    fn raise(&self, watch: usize) {
+    fn raise(&self, watch: usize, cause: Cause) {
         if let Some(flag) = self.rescan.get(watch) {
-            flag.store(true, Ordering::Release);
+            flag.fetch_or(cause.bit(), Ordering::AcqRel);
         }
         self.wake.notify_one();
     }
 }
 
 impl Rescans {
-    /// The watches that need a full scan; clears their flags.
-    pub fn take(&self) -> Vec<usize> {
+    /// The watches that need a full scan, each with what called for it (an
+    /// overflow first, when both did); clears their flags.
+    pub fn take(&self) -> Vec<(usize, Cause)> {
         self.flags
             .rescan
             .iter()
             .enumerate()
-            .filter(|(_, flag)| flag.swap(false, Ordering::AcqRel))
-            .map(|(index, _)| index)
+            .filter_map(|(index, flag)| {
+                let bits = flag.swap(0, Ordering::AcqRel);
+                let cause = if bits & Cause::Overflow.bit() != 0 {
+                    Cause::Overflow
+                } else if bits & Cause::WatchError.bit() != 0 {
+                    Cause::WatchError
+                } else {
+                    return None;
+                };
+                Some((index, cause))
+            })
             .collect()
     }
 
@@ -101,7 +139,7 @@ pub struct Watchers {
 pub fn start(roots: &[(Option<PathBuf>, Duration)]) -> (Watchers, mpsc::Receiver<Hint>, Rescans) {
     let (tx, rx) = mpsc::channel(HINT_CAPACITY);
     let flags = Arc::new(Flags {
-        rescan: roots.iter().map(|_| AtomicBool::new(false)).collect(),
+        rescan: roots.iter().map(|_| AtomicU8::new(0)).collect(),
         wake: Notify::new(),
     });
     let mut watchers = Vec::new();
@@ -172,12 +210,12 @@ fn watch_root(
                 // A watch that could not be added for a new directory, an
                 // overflow, an I/O error: the events may be incomplete now.
                 warn!(watch = index, error = %err, "file events incomplete; rescanning");
-                flags.raise(index);
+                flags.raise(index, Cause::WatchError);
                 return;
             }
         };
         if event.need_rescan() {
-            flags.raise(index);
+            flags.raise(index, Cause::Overflow);
             return;
         }
         if !matters(&event.kind) {
@@ -187,7 +225,7 @@ fn watch_root(
             match tx.try_send(Hint { watch: index, path }) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    flags.raise(index);
+                    flags.raise(index, Cause::Overflow);
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
@@ -204,5 +242,39 @@ fn matters(kind: &EventKind) -> bool {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Access(_) => false,
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rescans(watches: usize) -> (Rescans, Arc<Flags>) {
+        let flags = Arc::new(Flags {
+            rescan: (0..watches).map(|_| AtomicU8::new(0)).collect(),
+            wake: Notify::new(),
+        });
+        (
+            Rescans {
+                flags: Arc::clone(&flags),
+            },
+            flags,
+        )
+    }
+
+    #[test]
+    fn take_reports_each_raised_watch_once_with_its_cause() {
+        let (rescans, flags) = rescans(3);
+        assert!(rescans.take().is_empty());
+        flags.raise(2, Cause::WatchError);
+        flags.raise(0, Cause::WatchError);
+        flags.raise(0, Cause::Overflow);
+        // Out of range (a watch that does not exist) is ignored.
+        flags.raise(7, Cause::Overflow);
+        assert_eq!(
+            rescans.take(),
+            vec![(0, Cause::Overflow), (2, Cause::WatchError)]
+        );
+        assert!(rescans.take().is_empty(), "take clears the flags");
     }
 }

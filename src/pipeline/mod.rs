@@ -15,6 +15,7 @@
 pub mod batch;
 pub mod classify;
 pub mod group;
+pub mod health;
 pub mod request;
 pub mod retry;
 pub mod schema;
