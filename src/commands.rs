@@ -169,7 +169,7 @@ pub fn plan(config: &Config, out: &mut impl std::io::Write) -> Result<u8, FatalE
     for index in 0..intake.len() {
         intake.scan(index, &counters);
     }
-    let (plans, waiting) = intake.ready(now, false);
+    let (plans, waiting) = intake.ready(now, false, &counters);
     let store = StoreHandle::new(store);
     for plan in plans {
         let (built, _) = plan.build(&store, dialect.has_upload(), &counters);

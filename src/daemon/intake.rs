@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
@@ -129,7 +129,18 @@ struct WatchState {
     reported: HashSet<PathBuf>,
     /// Files that could not be read, and when; retried after `rescan_interval`.
     unreadable: HashMap<String, Instant>,
+    /// New directories to scan once more, and when (see [`RECHECK_AFTER`]).
+    rechecks: HashMap<PathBuf, Instant>,
 }
+
+/// How long after a new directory was scanned it is scanned once more.
+///
+/// The OS watch on a new directory is added only after its creation event
+/// arrives, and the scan that event triggers may run before files land in
+/// it: a file written in between raises no event, and would otherwise wait
+/// for the next periodic rescan (minutes). One more look a moment later
+/// closes that window; files written after it raise events of their own.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
 pub struct Intake {
     watches: Vec<WatchState>,
@@ -167,6 +178,7 @@ impl Intake {
                 building: HashSet::new(),
                 reported: HashSet::new(),
                 unreadable: HashMap::new(),
+                rechecks: HashMap::new(),
             });
         }
         Ok(Intake {
@@ -260,6 +272,9 @@ impl Intake {
             PathState::Dir => {
                 let scanned = scan::scan_under(&root, path, watch.follow_symlinks, &state.filter);
                 state.take(scanned, counters);
+                state
+                    .rechecks
+                    .insert(path.to_path_buf(), Instant::now() + RECHECK_AFTER);
             }
             PathState::Gone => {
                 // A file, or a whole directory, went away.
@@ -284,10 +299,16 @@ impl Intake {
     /// The groups that may be sent at `now`. With `restat`, the members of a
     /// group that looks ready are looked at once more first: under OS events
     /// nothing else re-reads a file that stopped producing events.
-    pub fn ready(&mut self, now: Instant, restat: bool) -> (Vec<GroupPlan>, Waiting) {
+    pub fn ready(
+        &mut self,
+        now: Instant,
+        restat: bool,
+        counters: &Counters,
+    ) -> (Vec<GroupPlan>, Waiting) {
         let mut plans = Vec::new();
         let mut waiting = Waiting::default();
         for (index, state) in self.watches.iter_mut().enumerate() {
+            state.recheck(now, counters);
             state.ready(index, now, restat, &mut plans, &mut waiting);
         }
         (plans, waiting)
@@ -340,7 +361,13 @@ impl Intake {
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.watches
             .iter()
-            .flat_map(|s| [s.settler.next_deadline(now), s.grouper.next_deadline(now)])
+            .flat_map(|s| {
+                [
+                    s.settler.next_deadline(now),
+                    s.grouper.next_deadline(now),
+                    s.rechecks.values().min().copied(),
+                ]
+            })
             .flatten()
             .min()
     }
@@ -366,6 +393,26 @@ pub fn watch_id(watch: &Watch) -> String {
 }
 
 impl WatchState {
+    /// Scans the new directories whose second look is due.
+    fn recheck(&mut self, now: Instant, counters: &Counters) {
+        let due: Vec<PathBuf> = self
+            .rechecks
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(dir, _)| dir.clone())
+            .collect();
+        let Some(root) = self.root.clone() else {
+            self.rechecks.clear();
+            return;
+        };
+        let follow = self.context.watch.follow_symlinks;
+        for dir in due {
+            self.rechecks.remove(&dir);
+            let scanned = scan::scan_under(&root, &dir, follow, &self.filter);
+            self.take(scanned, counters);
+        }
+    }
+
     /// Takes everything a (partial) scan found.
     fn take(&mut self, scanned: ScanResult, counters: &Counters) {
         for skipped in &scanned.skipped {
@@ -604,5 +651,49 @@ impl WatchState {
             }
         }
         changed
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::pipeline::settle::tests::watch;
+
+    /// A file written into a new directory after the scan its creation
+    /// event triggered, with no event of its own (the OS watch on the
+    /// directory was not in place yet), is found by the second look.
+    #[test]
+    fn a_new_directory_is_looked_at_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("drop");
+        std::fs::create_dir(&root).unwrap();
+        let store = Store::open(&tmp.path().join("state")).unwrap();
+        let mut w = watch();
+        w.path = root.clone();
+        let mut intake = Intake::new(&[w], &store).unwrap();
+        let counters = Counters::default();
+
+        let dir = root.canonicalize().unwrap().join("contract-2024");
+        std::fs::create_dir(&dir).unwrap();
+        intake.hint(0, &dir, &counters);
+        assert_eq!(intake.candidates(), 0);
+        // The file lands after that scan; no hint announces it.
+        std::fs::write(dir.join("content.txt"), b"late").unwrap();
+        let now = Instant::now();
+        let deadline = intake.next_deadline(now).unwrap();
+        assert!(deadline <= now + RECHECK_AFTER, "no second look scheduled");
+
+        intake.ready(now, false, &counters);
+        assert_eq!(intake.candidates(), 0, "looked again too early");
+        intake.ready(now + RECHECK_AFTER, false, &counters);
+        assert_eq!(intake.candidates(), 1, "the late file was not found");
+        // One second look only.
+        assert!(
+            intake
+                .next_deadline(now + RECHECK_AFTER)
+                .is_none_or(|d| d > now + RECHECK_AFTER),
+            "the recheck stays scheduled"
+        );
     }
 }

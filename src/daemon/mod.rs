@@ -960,7 +960,8 @@ impl Engine {
 
     /// The groups ready now.
     fn ready(&self, restat: bool) -> (Vec<GroupPlan>, Waiting) {
-        self.lock_intake().ready(Instant::now(), restat)
+        self.lock_intake()
+            .ready(Instant::now(), restat, &self.counters)
     }
 
     /// Starts one build on the blocking pool: read, hash, build, record.
