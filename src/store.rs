@@ -435,6 +435,17 @@ pub struct OutboxItem {
     pub attempts: u32,
 }
 
+/// How a pending object ends without a delivery (`Store::end_pending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Refused for good (`mark_dead`).
+    Dead,
+    /// Built for a flow the API does not have (`mark_dead_unsendable`).
+    Unsendable,
+    /// A file changed after it was queued (`mark_superseded`).
+    Superseded,
+}
+
 /// A 2xx for one object, as [`Store::mark_delivered_many`] records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
@@ -1072,24 +1083,7 @@ impl Store {
     /// queued (its new version, if any, is queued as an object of its own).
     /// Recorded as `skipped` with `reason`. Ignored if no longer pending.
     pub fn mark_superseded(&mut self, id: i64, reason: &str) -> Result<(), StoreError> {
-        let now = unix_now_ms();
-        let found = self.write(|tx| {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE objects SET status = 'skipped', last_error = ?2, updated_ms = ?3
-                     WHERE id = ?1 AND status = 'pending'",
-                )?
-                .execute(params![id, reason, now])?;
-            if changed == 0 {
-                return object_exists(tx, id);
-            }
-            tx.prepare_cached("UPDATE files SET state = 'skipped' WHERE object_id = ?1")?
-                .execute(params![id])?;
-            tx.prepare_cached("DELETE FROM uploads WHERE object_id = ?1")?
-                .execute(params![id])?;
-            Ok(true)
-        })?;
-        self.found(id, found)
+        self.end_pending(id, Ending::Superseded, reason)
     }
 
     /// The recorded upload steps of an object's `upload` blobs.
@@ -1266,24 +1260,7 @@ impl Store {
     /// Turns a pending object into a dead letter with `reason` (a permanent
     /// refusal), with its files. Ignored if the object is no longer pending.
     pub fn mark_dead(&mut self, id: i64, reason: &str) -> Result<(), StoreError> {
-        let now = unix_now_ms();
-        let found = self.write(|tx| {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE objects SET status = 'dead',
-                         attempts = MIN(attempts + 1, 4294967295),
-                         last_error = ?2, updated_ms = ?3
-                     WHERE id = ?1 AND status = 'pending'",
-                )?
-                .execute(params![id, reason, now])?;
-            if changed == 0 {
-                return object_exists(tx, id);
-            }
-            tx.prepare_cached("UPDATE files SET state = 'dead' WHERE object_id = ?1")?
-                .execute(params![id])?;
-            Ok(true)
-        })?;
-        self.found(id, found)
+        self.end_pending(id, Ending::Dead, reason)
     }
 
     /// Turns a pending object into a dead letter whose stored request can
@@ -1291,21 +1268,42 @@ impl Store {
     /// not to have): like a local dead letter, `retry` rebuilds it from the
     /// files on disk instead of resending it. Ignored if no longer pending.
     pub fn mark_dead_unsendable(&mut self, id: i64, reason: &str) -> Result<(), StoreError> {
+        self.end_pending(id, Ending::Unsendable, reason)
+    }
+
+    /// Ends a pending object without a delivery, in one transaction: the
+    /// object and the files whose latest version it holds take the ending's
+    /// status, with `reason`. A dead letter counts the attempt and keeps its
+    /// upload steps (a `retry` resends it and reuses them); the other two
+    /// endings forget them, and an unsendable object forgets its request,
+    /// which makes `retry` rebuild it from the files like a local dead
+    /// letter. Ignored if the object is no longer pending.
+    fn end_pending(&mut self, id: i64, ending: Ending, reason: &str) -> Result<(), StoreError> {
         let now = unix_now_ms();
+        let (status, attempt, forget_spec) = match ending {
+            Ending::Dead => (ObjectStatus::Dead, 1, false),
+            Ending::Unsendable => (ObjectStatus::Dead, 0, true),
+            Ending::Superseded => (ObjectStatus::Skipped, 0, false),
+        };
         let found = self.write(|tx| {
             let changed = tx
                 .prepare_cached(
-                    "UPDATE objects SET status = 'dead', spec = '', last_error = ?2, updated_ms = ?3
+                    "UPDATE objects SET status = ?2,
+                         attempts = MIN(attempts + ?3, 4294967295),
+                         spec = CASE WHEN ?4 THEN '' ELSE spec END,
+                         last_error = ?5, updated_ms = ?6
                      WHERE id = ?1 AND status = 'pending'",
                 )?
-                .execute(params![id, reason, now])?;
+                .execute(params![id, status, attempt, forget_spec, reason, now])?;
             if changed == 0 {
                 return object_exists(tx, id);
             }
-            tx.prepare_cached("UPDATE files SET state = 'dead' WHERE object_id = ?1")?
-                .execute(params![id])?;
-            tx.prepare_cached("DELETE FROM uploads WHERE object_id = ?1")?
-                .execute(params![id])?;
+            tx.prepare_cached("UPDATE files SET state = ?2 WHERE object_id = ?1")?
+                .execute(params![id, status])?;
+            if ending != Ending::Dead {
+                tx.prepare_cached("DELETE FROM uploads WHERE object_id = ?1")?
+                    .execute(params![id])?;
+            }
             Ok(true)
         })?;
         self.found(id, found)
@@ -2007,6 +2005,25 @@ mod tests {
                 .to_string()
                 .contains("FAILED task_a #1 bucket-of-w /a: decoder crashed")
         );
+    }
+
+    #[test]
+    fn a_dead_letter_counts_the_attempt_and_keeps_its_uploads_for_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = store
+            .enqueue(&new_object("w", "/a", &[("a/v", &sha(1))]))
+            .unwrap();
+        store.record_upload(id, &upload_row("v", "upl_1")).unwrap();
+        store.mark_dead(id, "HTTP 422: bad").unwrap();
+        let row = store.object(id).unwrap().unwrap();
+        assert_eq!((row.status, row.attempts), (ObjectStatus::Dead, 1));
+        assert!(!row.spec_json.is_empty());
+        assert_eq!(store.uploads_of(id).unwrap().len(), 1);
+        // Retried, it is sent again with the same request and uploads.
+        assert_eq!(store.retry_dead(Some(&[id])).unwrap(), 1);
+        assert_eq!(status(&store, id), ObjectStatus::Pending);
+        assert_eq!(store.uploads_of(id).unwrap().len(), 1);
     }
 
     #[test]
