@@ -163,14 +163,14 @@ pub fn plan(config: &Config, out: &mut impl std::io::Write) -> Result<u8, FatalE
             ..w.clone()
         })
         .collect();
-    let mut intake = Intake::new(&watches, &store)?;
+    let mut intake = Intake::new(&watches)?;
     let counters = Counters::default();
     let now = std::time::Instant::now();
-    for index in 0..intake.len() {
-        intake.scan(index, &counters);
-    }
-    let (plans, waiting) = intake.ready(now, false, &counters);
     let store = StoreHandle::new(store);
+    for index in 0..intake.len() {
+        intake.scan(index, &counters, &store);
+    }
+    let (plans, _) = intake.ready(now, false);
     for plan in plans {
         let (built, _) = plan.build(&store, dialect.has_upload(), &counters);
         match built {
@@ -187,7 +187,7 @@ pub fn plan(config: &Config, out: &mut impl std::io::Write) -> Result<u8, FatalE
             Built::Unsettled { .. } | Built::Empty => {}
         }
     }
-    for key_prefix in waiting.awaiting_marker {
+    for key_prefix in intake.awaiting_marker() {
         eprintln!("plan: {key_prefix} waits for its ready_marker");
     }
     Ok(exit::OK)

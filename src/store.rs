@@ -391,6 +391,16 @@ pub struct NewFile {
     pub sha256: String,
 }
 
+/// One object for [`Store::record`], with the status it is recorded in:
+/// `Pending` (queued), `Dead` (a local dead letter, with its reason) or
+/// `Skipped` (with its reason).
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub object: &'a NewObject,
+    pub status: ObjectStatus,
+    pub reason: Option<&'a str>,
+}
+
 /// An object about to be recorded (queued, dead-lettered locally, or skipped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewObject {
@@ -863,8 +873,23 @@ impl Store {
             .map_err(self.sql_error())
     }
 
-    /// Every recorded file of a watch, keyed by `rel`, in one query (the restart
-    /// fast path: compare with a scan without touching the store per file).
+    /// Size and mtime of the last recorded version of one file: the restart
+    /// fast path asks this of every file a scan finds, so it reads the
+    /// primary key and nothing else.
+    pub fn file_stat(&self, key: FileKey<'_>) -> Result<Option<(u64, i64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT size, mtime_ns FROM files WHERE watch = ?1 AND rel = ?2")
+            .map_err(self.sql_error())?;
+        stmt.query_row(params![key.watch, key.rel], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+        })
+        .optional()
+        .map(|stat| stat.map(|(size, mtime_ns)| (u64::try_from(size).unwrap_or(0), mtime_ns)))
+        .map_err(self.sql_error())
+    }
+
+    /// Every recorded file of a watch, keyed by `rel`, in one query.
     pub fn files_of_watch(&self, watch: &str) -> Result<HashMap<String, FileRecord>, StoreError> {
         let mut stmt = self
             .conn
@@ -903,23 +928,25 @@ impl Store {
         status: ObjectStatus,
         reason: Option<&str>,
     ) -> Result<i64, StoreError> {
+        let ids = self.record(&[Record {
+            object: obj,
+            status,
+            reason,
+        }])?;
+        Ok(ids[0])
+    }
+
+    /// Records objects in one transaction (one commit, so one wait for the
+    /// disk, for all of them), each as `enqueue`, `record_local_dead` or
+    /// `record_skipped` would. Returns their ids in order.
+    pub fn record(&mut self, records: &[Record<'_>]) -> Result<Vec<i64>, StoreError> {
         let now = unix_now_ms();
         self.write(|tx| {
-            tx.prepare_cached(
+            let mut object = tx.prepare_cached(
                 "INSERT INTO objects (watch, bucket, key_prefix, spec, status, attempts,
                                       next_attempt_ms, last_error, created_ms, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?6, ?6)",
-            )?
-            .execute(params![
-                obj.watch,
-                obj.bucket,
-                obj.key_prefix,
-                obj.spec_json,
-                status,
-                now,
-                reason
-            ])?;
-            let id = tx.last_insert_rowid();
+            )?;
             let mut object_file = tx.prepare_cached(
                 "INSERT INTO object_files (object_id, rel, size, mtime_ns, sha256)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -932,20 +959,39 @@ impl Store {
                      sha256 = excluded.sha256, object_id = excluded.object_id,
                      state = excluded.state",
             )?;
-            for f in &obj.files {
-                object_file.execute(params![id, f.rel, f.size, f.mtime_ns, f.sha256])?;
-                file.execute(params![
-                    obj.watch, f.rel, f.size, f.mtime_ns, f.sha256, id, status
-                ])?;
-            }
             let mut dispose = tx.prepare_cached(
                 "INSERT OR IGNORE INTO disposals (object_id, rel, size, mtime_ns)
                  VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for d in &obj.dispose {
-                dispose.execute(params![id, d.rel, d.size, d.mtime_ns])?;
+            let mut ids = Vec::with_capacity(records.len());
+            for Record {
+                object: obj,
+                status,
+                reason,
+            } in records
+            {
+                object.execute(params![
+                    obj.watch,
+                    obj.bucket,
+                    obj.key_prefix,
+                    obj.spec_json,
+                    status,
+                    now,
+                    reason
+                ])?;
+                let id = tx.last_insert_rowid();
+                for f in &obj.files {
+                    object_file.execute(params![id, f.rel, f.size, f.mtime_ns, f.sha256])?;
+                    file.execute(params![
+                        obj.watch, f.rel, f.size, f.mtime_ns, f.sha256, id, status
+                    ])?;
+                }
+                for d in &obj.dispose {
+                    dispose.execute(params![id, d.rel, d.size, d.mtime_ns])?;
+                }
+                ids.push(id);
             }
-            Ok(id)
+            Ok(ids)
         })
     }
 

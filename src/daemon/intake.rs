@@ -4,10 +4,12 @@
 //! Intake keeps, per watch, the candidates: files seen that the store has not
 //! recorded in their current version (blobs waiting for their group), plus
 //! every sidecar and ready marker. Two kinds of input feed it:
-//! - `scan`: a full walk of the watch root, the truth (SPEC §2, promise 7);
-//!   candidates it no longer finds are forgotten;
-//! - `hint`: one path named by an OS event; it is looked at alone (a new
-//!   directory is walked).
+//! - walks: a full walk of the watch root is the truth (SPEC §2, promise 7),
+//!   and candidates it no longer finds are forgotten; a directory an event
+//!   named is walked too. Walks are taken a part at a time (`advance`), and
+//!   pause while the watch holds [`CANDIDATE_CAP`] candidates, so memory
+//!   follows the work in progress, not the size of the tree;
+//! - `hint`: one path named by an OS event, looked at alone.
 //!
 //! `ready` then turns the candidates into the groups that may be sent now,
 //! each as a `GroupPlan` that carries everything a build needs, so builds run
@@ -16,24 +18,26 @@
 //! Files whose path, size and mtime match what the store already holds are
 //! dropped as soon as they are seen, without being opened: that is the
 //! restart fast path, and why a second `once` over an unchanged tree hashes
-//! nothing.
+//! nothing. The store is asked file by file (a primary-key lookup) instead
+//! of being loaded whole: a million tracked files cost no memory here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
+use super::StoreHandle;
 use super::build::{self, Built, GroupContext, Unreadable};
-use super::scan::{self, PathState, ScanResult, ScannedFile, SkipReason};
+use super::scan::{self, Found, PathState, ScannedFile, SkipReason, Walk};
 use crate::config::GroupBy;
 use crate::config::Watch;
 use crate::error::FatalError;
 use crate::pipeline::classify::Classifier;
 use crate::pipeline::group::{self, Grouper, Readiness, Role, Scope};
 use crate::pipeline::settle::{NameFilter, Settler};
-use crate::store::{FILES_GENERATION_META_KEY, NewFile, Store, StoreError};
+use crate::store::{FileKey, NewFile};
 use crate::telemetry::Counters;
 
 /// What a build needs to know of its watch; shared with builds in flight.
@@ -62,7 +66,7 @@ impl GroupPlan {
     /// lookup, not for the whole build, so hashing never holds it.
     pub fn build(
         &self,
-        store: &super::StoreHandle,
+        store: &StoreHandle,
         has_upload: bool,
         counters: &Counters,
     ) -> (Built, Vec<Unreadable>) {
@@ -98,11 +102,24 @@ impl GroupPlan {
 /// Groups that are not ready yet, by what they wait for.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Waiting {
-    /// Time alone will make these ready (members settling, quiet period).
+    /// Time alone will make these ready (members settling, quiet period),
+    /// plus one per watch whose walk has files still to take.
     pub settling: usize,
-    /// These wait for their `ready_marker`.
-    pub awaiting_marker: Vec<String>,
+    /// These wait for their `ready_marker`; [`Intake::awaiting_marker`]
+    /// names them.
+    pub awaiting_marker: usize,
 }
+
+/// How many candidate files a watch holds before its walk pauses (at the
+/// next directory boundary) until builds have taken some: what a million
+/// files dropped at once cost in memory is bounded by this, not by the
+/// size of the tree. Files already recorded are never candidates, so a
+/// restart walk over a delivered tree never pauses. At ~0.5 KiB a
+/// candidate (its stat, names, settle and group entries) this is ~8 MiB.
+pub const CANDIDATE_CAP: usize = 16_384;
+
+/// Files looked up in the store under one lock while walking.
+const LOOKUP_CHUNK: usize = 256;
 
 /// One candidate file and where it belongs.
 struct Candidate {
@@ -110,9 +127,32 @@ struct Candidate {
     role: Role,
     key_prefix: String,
     scope: Scope,
+    /// The walk generation that last saw it (see [`WatchState::generation`]).
+    seen: u64,
+}
+
+/// Why a group evaluated as not ready is waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Settling,
+    Marker,
+}
+
+/// A walk in progress.
+struct ActiveWalk {
+    walk: Walk,
+    /// A full walk of the watch root: when it ends, candidates it did not
+    /// see are forgotten. `None` for a directory an event named.
+    full: Option<u64>,
 }
 
 /// One watch and what intake knows about it.
+///
+/// Groups are indexed so that the work per event is proportional to what
+/// the event touched, not to what intake holds: `ready` looks only at
+/// groups marked `dirty` (a member appeared, changed or left; a build came
+/// back) or whose timer came due, and a burst of n files costs O(n log n),
+/// not O(n²).
 struct WatchState {
     context: Arc<WatchContext>,
     /// The canonical watch root, once it could be resolved.
@@ -120,17 +160,38 @@ struct WatchState {
     filter: NameFilter,
     settler: Settler<String>,
     grouper: Grouper,
-    /// (size, mtime) of every file the store has recorded in an object.
-    known: HashMap<String, (u64, i64)>,
-    candidates: HashMap<String, Candidate>,
-    /// Groups handed out by `ready` whose build has not come back.
-    building: HashSet<String>,
+    /// In path order, so a directory that went away is a range.
+    candidates: BTreeMap<String, Candidate>,
+    /// Blob candidates by group.
+    members: HashMap<String, BTreeSet<String>>,
+    /// Groups with blob candidates, by directory: a directory-wide sidecar
+    /// or marker concerns all of them.
+    by_dir: HashMap<String, HashSet<String>>,
+    /// Groups to look at in the next `ready`.
+    dirty: HashSet<String>,
+    /// When a group that was not ready could become ready by time alone.
+    timers: BTreeSet<(Instant, String)>,
+    timer_of: HashMap<String, Instant>,
+    /// Groups found not ready at their last look, and why.
+    waits: HashMap<String, Wait>,
+    settling: usize,
+    awaiting_marker: usize,
+    /// Groups handed out by `ready` whose build has not come back, with
+    /// how many files each build took.
+    building: HashMap<String, usize>,
+    /// The sum of those: candidates that are being built, not waiting.
+    building_files: usize,
     /// Paths already reported, so a problem is logged once, not every scan.
     reported: HashSet<PathBuf>,
     /// Files that could not be read, and when; retried after `rescan_interval`.
     unreadable: HashMap<String, Instant>,
-    /// New directories to scan once more, and when (see [`RECHECK_AFTER`]).
+    /// New directories to walk once more, and when (see [`RECHECK_AFTER`]).
     rechecks: HashMap<PathBuf, Instant>,
+    /// Walks in progress, taken in order.
+    walks: VecDeque<ActiveWalk>,
+    /// Raised by each full walk; every candidate carries the generation of
+    /// the last walk (or event) that saw it.
+    generation: u64,
 }
 
 /// How long after a new directory was scanned it is scanned once more.
@@ -144,24 +205,19 @@ pub const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
 pub struct Intake {
     watches: Vec<WatchState>,
-    /// The store's `files_generation` when `known` was loaded.
-    generation: Option<String>,
+    /// [`CANDIDATE_CAP`], lowered by tests.
+    cap: usize,
 }
 
 impl Intake {
-    /// Builds the per-watch state and loads what the store knows of each watch.
-    pub fn new(watches: &[Watch], store: &Store) -> Result<Intake, FatalError> {
+    /// Builds the per-watch state. What the store has recorded is looked up
+    /// file by file as walks find them, never loaded whole.
+    pub fn new(watches: &[Watch]) -> Result<Intake, FatalError> {
         let mut states = Vec::with_capacity(watches.len());
         for watch in watches {
             let invalid = |err: globset::Error| {
                 FatalError::Runtime(format!("watch {}: {err}", watch.path.display()))
             };
-            let id = watch_id(watch);
-            let known = store
-                .files_of_watch(&id)?
-                .into_iter()
-                .map(|(rel, record)| (rel, (record.size, record.mtime_ns)))
-                .collect();
             states.push(WatchState {
                 filter: NameFilter::new(watch).map_err(invalid)?,
                 settler: Settler::new(watch.settle),
@@ -170,39 +226,37 @@ impl Intake {
                 context: Arc::new(WatchContext {
                     classifier: Classifier::new(watch).map_err(invalid)?,
                     watch: watch.clone(),
-                    id,
+                    id: watch_id(watch),
                 }),
                 root: watch.path.canonicalize().ok(),
-                known,
-                candidates: HashMap::new(),
-                building: HashSet::new(),
+                candidates: BTreeMap::new(),
+                members: HashMap::new(),
+                by_dir: HashMap::new(),
+                dirty: HashSet::new(),
+                timers: BTreeSet::new(),
+                timer_of: HashMap::new(),
+                waits: HashMap::new(),
+                settling: 0,
+                awaiting_marker: 0,
+                building: HashMap::new(),
+                building_files: 0,
                 reported: HashSet::new(),
                 unreadable: HashMap::new(),
                 rechecks: HashMap::new(),
+                walks: VecDeque::new(),
+                generation: 0,
             });
         }
         Ok(Intake {
             watches: states,
-            generation: store.meta(FILES_GENERATION_META_KEY)?,
+            cap: CANDIDATE_CAP,
         })
     }
 
-    /// Reloads what the store holds as recorded when files were forgotten
-    /// since (`retry` of a local dead letter), so the next scan rebuilds them.
-    pub fn refresh_known(&mut self, store: &Store) -> Result<(), StoreError> {
-        let generation = store.meta(FILES_GENERATION_META_KEY)?;
-        if generation == self.generation {
-            return Ok(());
-        }
-        for state in &mut self.watches {
-            state.known = store
-                .files_of_watch(&state.context.id)?
-                .into_iter()
-                .map(|(rel, record)| (rel, (record.size, record.mtime_ns)))
-                .collect();
-        }
-        self.generation = generation;
-        Ok(())
+    /// Pauses walks at `cap` candidates per watch instead of [`CANDIDATE_CAP`].
+    pub fn candidate_cap(mut self, cap: usize) -> Intake {
+        self.cap = cap;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -222,37 +276,67 @@ impl Intake {
         self.watches[index].root.as_deref()
     }
 
-    /// Walks the whole watch root; the candidates it no longer finds are
-    /// forgotten. Blocking.
-    pub fn scan(&mut self, index: usize, counters: &Counters) {
+    /// Walks the whole watch root at once, without pausing; the candidates
+    /// it no longer finds are forgotten. Blocking. For `plan` and tests: the
+    /// daemon starts a walk and advances it within [`CANDIDATE_CAP`].
+    pub fn scan(&mut self, index: usize, counters: &Counters, store: &StoreHandle) {
+        self.start_scan(index, counters);
         let state = &mut self.watches[index];
+        while !state.walks.is_empty() {
+            state.walk(usize::MAX, counters, store);
+        }
+    }
+
+    /// Queues a walk of the whole watch root, unless one is queued already
+    /// (it is the scan asked for). The walk is taken by [`Intake::advance`].
+    pub fn start_scan(&mut self, index: usize, counters: &Counters) {
+        let state = &mut self.watches[index];
+        if state.walks.iter().any(|w| w.full.is_some()) {
+            return;
+        }
         let watch = &state.context.watch;
-        let scanned = match scan::scan(&watch.path, watch.follow_symlinks, &state.filter) {
-            Ok(scanned) => scanned,
+        let root = match watch.path.canonicalize() {
+            Ok(root) if root.is_dir() => root,
+            Ok(_) => {
+                state.unscannable(counters, "watch path is not a directory".into());
+                return;
+            }
             Err(err) => {
-                if state.reported.insert(watch.path.clone()) {
-                    warn!(path = %watch.path.display(), error = %err, "cannot scan watch root; will retry");
-                }
+                state.unscannable(counters, err.to_string());
                 return;
             }
         };
         state.reported.remove(&watch.path.clone());
-        state.root = watch.path.canonicalize().ok();
-        let present: HashSet<String> = scanned.files.iter().map(|f| f.rel.clone()).collect();
-        state.take(scanned, counters);
-        let gone: Vec<String> = state
-            .candidates
-            .keys()
-            .filter(|rel| !present.contains(*rel))
-            .cloned()
-            .collect();
-        for rel in gone {
-            state.remove(&rel);
+        state.generation += 1;
+        state.walks.push_back(ActiveWalk {
+            walk: Walk::new(&root, &root, watch.follow_symlinks),
+            full: Some(state.generation),
+        });
+        state.root = Some(root);
+    }
+
+    /// Takes what the queued walks find, each watch up to [`CANDIDATE_CAP`]
+    /// candidates, and queues the new directories whose second look is due.
+    /// Blocking.
+    pub fn advance(&mut self, now: Instant, counters: &Counters, store: &StoreHandle) {
+        for state in &mut self.watches {
+            state.queue_rechecks(now);
+            if state.may_walk(self.cap) {
+                state.walk(self.cap, counters, store);
+            }
         }
     }
 
-    /// Looks at one path an event named. Blocking (a new directory is walked).
-    pub fn hint(&mut self, index: usize, path: &Path, counters: &Counters) {
+    /// Whether [`Intake::advance`] has something to do at `now`.
+    pub fn may_advance(&self, now: Instant) -> bool {
+        self.watches
+            .iter()
+            .any(|s| s.may_walk(self.cap) || s.rechecks.values().any(|at| *at <= now))
+    }
+
+    /// Looks at one path an event named. Blocking. A new directory is
+    /// queued for walking, by [`Intake::advance`].
+    pub fn hint(&mut self, index: usize, path: &Path, counters: &Counters, store: &StoreHandle) {
         let state = &mut self.watches[index];
         let Some(root) = state.root.clone() else {
             return;
@@ -268,10 +352,13 @@ impl Intake {
         }
         let watch = &state.context.watch;
         match scan::stat_path(&root, path, watch.follow_symlinks, &state.filter) {
-            PathState::File(file) => state.observe(file, counters),
+            PathState::File(file) => {
+                let known = state.lookup(store, &[&file.rel]).pop().flatten();
+                state.observe(file, known, counters);
+            }
             PathState::Dir => {
-                let scanned = scan::scan_under(&root, path, watch.follow_symlinks, &state.filter);
-                state.take(scanned, counters);
+                let walk = Walk::new(&root, path, watch.follow_symlinks);
+                state.walks.push_back(ActiveWalk { walk, full: None });
                 state
                     .rechecks
                     .insert(path.to_path_buf(), Instant::now() + RECHECK_AFTER);
@@ -281,10 +368,12 @@ impl Intake {
                 let prefix = format!("{rel}/");
                 let gone: Vec<String> = state
                     .candidates
-                    .keys()
-                    .filter(|c| **c == rel || c.starts_with(&prefix))
+                    .range(prefix.clone()..)
+                    .map(|(c, _)| c)
+                    .take_while(|c| c.starts_with(&prefix))
                     .cloned()
                     .collect();
+                state.remove(&rel);
                 for rel in gone {
                     state.remove(&rel);
                 }
@@ -299,19 +388,31 @@ impl Intake {
     /// The groups that may be sent at `now`. With `restat`, the members of a
     /// group that looks ready are looked at once more first: under OS events
     /// nothing else re-reads a file that stopped producing events.
-    pub fn ready(
-        &mut self,
-        now: Instant,
-        restat: bool,
-        counters: &Counters,
-    ) -> (Vec<GroupPlan>, Waiting) {
+    pub fn ready(&mut self, now: Instant, restat: bool) -> (Vec<GroupPlan>, Waiting) {
         let mut plans = Vec::new();
         let mut waiting = Waiting::default();
         for (index, state) in self.watches.iter_mut().enumerate() {
-            state.recheck(now, counters);
-            state.ready(index, now, restat, &mut plans, &mut waiting);
+            state.ready(index, now, restat, &mut plans);
+            waiting.settling += state.settling + usize::from(!state.walks.is_empty());
+            waiting.awaiting_marker += state.awaiting_marker;
         }
         (plans, waiting)
+    }
+
+    /// The groups waiting for their ready marker at their last look.
+    pub fn awaiting_marker(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .watches
+            .iter()
+            .flat_map(|s| {
+                s.waits
+                    .iter()
+                    .filter(|(_, w)| **w == Wait::Marker)
+                    .map(|(k, _)| k.clone())
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// A build came back: apply what it means for the candidates. Members
@@ -326,7 +427,9 @@ impl Intake {
         now: Instant,
     ) {
         let state = &mut self.watches[index];
-        state.building.remove(key_prefix);
+        if let Some(files) = state.building.remove(key_prefix) {
+            state.building_files -= files;
+        }
         for rel in unreadable {
             state.remove(rel);
             state.unreadable.insert(rel.clone(), now);
@@ -339,11 +442,7 @@ impl Intake {
                 state.recorded(&object.files);
                 // Members that changed since the build read them make the
                 // group start over.
-                let again = state
-                    .candidates
-                    .values()
-                    .any(|c| c.role == Role::Blob && c.key_prefix == key_prefix);
-                if again {
+                if state.members.contains_key(key_prefix) {
                     state.grouper.touch(key_prefix, now);
                 }
             }
@@ -355,17 +454,20 @@ impl Intake {
             }
             Built::Empty => state.grouper.remove(key_prefix),
         }
+        state.dirty.insert(key_prefix.to_owned());
     }
 
-    /// The earliest moment a settling file or a waiting group could become ready.
+    /// The earliest moment a settling file or a waiting group could become
+    /// ready, or a walk go on (`now`).
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         self.watches
             .iter()
             .flat_map(|s| {
                 [
                     s.settler.next_deadline(now),
-                    s.grouper.next_deadline(now),
+                    s.timers.first().map(|(at, _)| *at).filter(|at| *at > now),
                     s.rechecks.values().min().copied(),
+                    s.may_walk(self.cap).then_some(now),
                 ]
             })
             .flatten()
@@ -392,35 +494,167 @@ pub fn watch_id(watch: &Watch) -> String {
     watch.path.to_string_lossy().into_owned()
 }
 
+/// The directory part of a relative path; `""` for the root.
+fn dir_of(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
 impl WatchState {
-    /// Scans the new directories whose second look is due.
-    fn recheck(&mut self, now: Instant, counters: &Counters) {
+    /// The watch root cannot be walked: said once, tried again at the next scan.
+    fn unscannable(&mut self, counters: &Counters, error: String) {
+        let path = self.context.watch.path.clone();
+        if self.reported.insert(path.clone()) {
+            counters.ignored("unreadable");
+            warn!(path = %path.display(), %error, "cannot scan watch root; will retry");
+        }
+    }
+
+    /// Whether the walks may take more files now: while fewer than `cap`
+    /// candidates wait (files being built do not count, so the next part
+    /// of a tree settles while the last one is built), or when nothing
+    /// intake holds can move (every group waits for its marker, or for a
+    /// file nobody may read), so a backlog of groups waiting for markers
+    /// never keeps the rest of the tree from being found.
+    fn may_walk(&self, cap: usize) -> bool {
+        !self.walks.is_empty()
+            && (self.waiting_files() < cap
+                || (self.building.is_empty() && self.dirty.is_empty() && self.settling == 0))
+    }
+
+    /// Candidates not being built.
+    fn waiting_files(&self) -> usize {
+        self.candidates.len().saturating_sub(self.building_files)
+    }
+
+    /// Queues a second walk of the new directories whose time has come.
+    fn queue_rechecks(&mut self, now: Instant) {
+        if self.rechecks.values().all(|at| *at > now) {
+            return;
+        }
+        let Some(root) = self.root.clone() else {
+            self.rechecks.clear();
+            return;
+        };
+        let follow = self.context.watch.follow_symlinks;
         let due: Vec<PathBuf> = self
             .rechecks
             .iter()
             .filter(|(_, at)| **at <= now)
             .map(|(dir, _)| dir.clone())
             .collect();
-        let Some(root) = self.root.clone() else {
-            self.rechecks.clear();
-            return;
-        };
-        let follow = self.context.watch.follow_symlinks;
         for dir in due {
             self.rechecks.remove(&dir);
-            let scanned = scan::scan_under(&root, &dir, follow, &self.filter);
-            self.take(scanned, counters);
+            let walk = Walk::new(&root, &dir, follow);
+            self.walks.push_back(ActiveWalk { walk, full: None });
         }
     }
 
-    /// Takes everything a (partial) scan found.
-    fn take(&mut self, scanned: ScanResult, counters: &Counters) {
-        for skipped in &scanned.skipped {
-            self.report(&skipped.path, &skipped.reason, counters);
+    /// Takes files from the walks until they end or the watch holds `cap`
+    /// candidates. Past the cap, the walk still finishes the directory (the
+    /// group, under `group_by = "file"`) it is in, so a paused walk never
+    /// splits a group.
+    fn walk(&mut self, cap: usize, counters: &Counters, store: &StoreHandle) {
+        let per_file = self.context.watch.group_by == GroupBy::File;
+        while let Some(mut active) = self.walks.pop_front() {
+            let mut boundary: Option<String> = None;
+            let mut paused = false;
+            loop {
+                let mut chunk = Vec::with_capacity(LOOKUP_CHUNK);
+                while chunk.len() < LOOKUP_CHUNK {
+                    let Some(found) = active.walk.next(&self.filter) else {
+                        break;
+                    };
+                    if let Found::File(file) = &found {
+                        if boundary.is_none() && self.waiting_files() + chunk.len() >= cap {
+                            boundary = Some(if per_file {
+                                file.rel.clone()
+                            } else {
+                                dir_of(&file.rel).to_owned()
+                            });
+                        }
+                        let here = if per_file {
+                            file.rel.as_str()
+                        } else {
+                            dir_of(&file.rel)
+                        };
+                        if boundary.as_deref().is_some_and(|b| b != here) {
+                            active.walk.put_back(found);
+                            paused = true;
+                            break;
+                        }
+                    }
+                    chunk.push(found);
+                }
+                let done = chunk.is_empty() && !paused;
+                self.take_chunk(chunk, counters, store);
+                if paused || done {
+                    break;
+                }
+            }
+            if paused {
+                self.walks.push_front(active);
+                return;
+            }
+            if let Some(generation) = active.full {
+                self.forget_unseen(generation);
+            }
         }
-        for file in scanned.files {
-            self.observe(file, counters);
+    }
+
+    /// Observes one chunk of walk results, with one store lookup for all.
+    fn take_chunk(&mut self, chunk: Vec<Found>, counters: &Counters, store: &StoreHandle) {
+        let rels: Vec<&str> = chunk
+            .iter()
+            .filter_map(|f| match f {
+                Found::File(file) => Some(file.rel.as_str()),
+                Found::Skipped(_) => None,
+            })
+            .collect();
+        let mut known = self.lookup(store, &rels).into_iter();
+        for found in chunk {
+            match found {
+                Found::File(file) => {
+                    let stat = known.next().flatten();
+                    self.observe(file, stat, counters);
+                }
+                Found::Skipped(skipped) => self.report(&skipped.path, &skipped.reason, counters),
+            }
         }
+    }
+
+    /// Forgets the candidates a full walk did not find.
+    fn forget_unseen(&mut self, generation: u64) {
+        let gone: Vec<String> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.seen < generation)
+            .map(|(rel, _)| rel.clone())
+            .collect();
+        for rel in gone {
+            self.remove(&rel);
+        }
+    }
+
+    /// The recorded (size, mtime) of each file, under one lock. A store that
+    /// cannot answer makes the files look new: they are hashed again, and a
+    /// blob already delivered is then skipped by its hash.
+    fn lookup(&self, store: &StoreHandle, rels: &[&str]) -> Vec<Option<(u64, i64)>> {
+        if rels.is_empty() {
+            return Vec::new();
+        }
+        let store = store.lock();
+        rels.iter()
+            .map(|rel| {
+                let key = FileKey {
+                    watch: &self.context.id,
+                    rel,
+                };
+                store.file_stat(key).unwrap_or_else(|err| {
+                    warn!(file = %rel, error = %err, "cannot look the file up in the store; reading it again");
+                    None
+                })
+            })
+            .collect()
     }
 
     /// Logs a skipped path once.
@@ -436,8 +670,8 @@ impl WatchState {
         }
     }
 
-    /// One file as seen now.
-    fn observe(&mut self, file: ScannedFile, counters: &Counters) {
+    /// One file as seen now; `known` is what the store recorded of it.
+    fn observe(&mut self, file: ScannedFile, known: Option<(u64, i64)>, counters: &Counters) {
         let assignment = match group::assign(&self.context.watch, &file.rel) {
             Ok(assignment) => assignment,
             Err(err) => {
@@ -448,9 +682,7 @@ impl WatchState {
                 return;
             }
         };
-        if assignment.role == Role::Blob
-            && self.known.get(&file.rel) == Some(&(file.size, file.mtime_ns))
-        {
+        if assignment.role == Role::Blob && known == Some((file.size, file.mtime_ns)) {
             self.remove(&file.rel);
             return;
         }
@@ -462,142 +694,164 @@ impl WatchState {
             self.unreadable.remove(&file.rel);
             self.reported.remove(&file.abs);
         }
-        if assignment.role == Role::Blob && !self.candidates.contains_key(&file.rel) {
-            Counters::add(&counters.files_seen, 1);
-        }
         let seen = file.seen_at;
         let observation = self
             .settler
             .observe(file.rel.clone(), file.size, file.mtime_ns, seen);
-        if observation.is_change() && assignment.role == Role::Blob {
-            self.grouper.touch(&assignment.key_prefix, seen);
+        let generation = self.generation;
+        if let Some(candidate) = self.candidates.get_mut(&file.rel) {
+            candidate.file = file;
+            candidate.seen = generation;
+        } else {
+            if assignment.role == Role::Blob {
+                Counters::add(&counters.files_seen, 1);
+                self.members
+                    .entry(assignment.key_prefix.clone())
+                    .or_default()
+                    .insert(file.rel.clone());
+                self.by_dir
+                    .entry(assignment.dir.clone())
+                    .or_default()
+                    .insert(assignment.key_prefix.clone());
+            }
+            self.candidates.insert(
+                file.rel.clone(),
+                Candidate {
+                    file,
+                    role: assignment.role,
+                    key_prefix: assignment.key_prefix.clone(),
+                    scope: assignment.scope,
+                    seen: generation,
+                },
+            );
         }
-        self.candidates.insert(
-            file.rel.clone(),
-            Candidate {
-                file,
-                role: assignment.role,
-                key_prefix: assignment.key_prefix,
-                scope: assignment.scope,
-            },
-        );
+        if observation.is_change() {
+            if assignment.role == Role::Blob {
+                self.grouper.touch(&assignment.key_prefix, seen);
+            }
+            self.concerns(
+                assignment.role,
+                assignment.scope,
+                &assignment.key_prefix,
+                &assignment.dir,
+            );
+        }
+    }
+
+    /// Marks dirty the groups a change to a file with this role concerns.
+    fn concerns(&mut self, role: Role, scope: Scope, key_prefix: &str, dir: &str) {
+        if role == Role::Blob || scope == Scope::Group {
+            self.dirty.insert(key_prefix.to_owned());
+        } else if let Some(groups) = self.by_dir.get(dir) {
+            self.dirty.extend(groups.iter().cloned());
+        }
     }
 
     fn remove(&mut self, rel: &str) {
-        if self.candidates.remove(rel).is_some() {
-            self.settler.forget(&rel.to_owned());
+        let Some(candidate) = self.candidates.remove(rel) else {
+            return;
+        };
+        self.settler.forget(&rel.to_owned());
+        let dir = dir_of(rel);
+        if candidate.role == Role::Blob
+            && let Some(members) = self.members.get_mut(&candidate.key_prefix)
+        {
+            members.remove(rel);
+            if members.is_empty() {
+                self.members.remove(&candidate.key_prefix);
+                if let Some(groups) = self.by_dir.get_mut(dir) {
+                    groups.remove(&candidate.key_prefix);
+                    if groups.is_empty() {
+                        self.by_dir.remove(dir);
+                    }
+                }
+            }
         }
+        self.concerns(candidate.role, candidate.scope, &candidate.key_prefix, dir);
     }
 
     /// Notes that these files are recorded in the store in this version; a
     /// candidate seen since in another version stays.
     fn recorded(&mut self, files: &[NewFile]) {
         for file in files {
-            let stat = (file.size, file.mtime_ns);
-            self.known.insert(file.rel.clone(), stat);
             let same = self
                 .candidates
                 .get(&file.rel)
-                .is_some_and(|c| (c.file.size, c.file.mtime_ns) == stat);
+                .is_some_and(|c| (c.file.size, c.file.mtime_ns) == (file.size, file.mtime_ns));
             if same {
                 self.remove(&file.rel);
             }
         }
     }
 
-    fn ready(
-        &mut self,
-        index: usize,
-        now: Instant,
-        restat: bool,
-        plans: &mut Vec<GroupPlan>,
-        waiting: &mut Waiting,
-    ) {
-        let mut groups: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
-        for candidate in self.candidates.values() {
-            if candidate.role == Role::Blob && !self.building.contains(&candidate.key_prefix) {
-                groups
-                    .entry(&candidate.key_prefix)
-                    .or_default()
-                    .push(candidate);
+    /// Records why a group is not ready, keeping the counts.
+    fn set_wait(&mut self, key_prefix: &str, wait: Option<Wait>) {
+        let old = match wait {
+            Some(wait) => self.waits.insert(key_prefix.to_owned(), wait),
+            None => self.waits.remove(key_prefix),
+        };
+        for (w, delta) in [(old, -1isize), (wait, 1)] {
+            let count = match w {
+                Some(Wait::Settling) => &mut self.settling,
+                Some(Wait::Marker) => &mut self.awaiting_marker,
+                None => continue,
+            };
+            *count = count.saturating_add_signed(delta);
+        }
+    }
+
+    /// Looks at the group again at `at` (replacing an earlier timer).
+    fn schedule(&mut self, key_prefix: &str, at: Option<Instant>) {
+        if let Some(old) = self.timer_of.remove(key_prefix) {
+            self.timers.remove(&(old, key_prefix.to_owned()));
+        }
+        if let Some(at) = at {
+            self.timers.insert((at, key_prefix.to_owned()));
+            self.timer_of.insert(key_prefix.to_owned(), at);
+        }
+    }
+
+    fn ready(&mut self, index: usize, now: Instant, restat: bool, plans: &mut Vec<GroupPlan>) {
+        while let Some((at, _)) = self.timers.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, key_prefix)) = self.timers.pop_first() {
+                self.timer_of.remove(&key_prefix);
+                self.dirty.insert(key_prefix);
             }
         }
-        let watch = &self.context.watch;
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut dirty: Vec<String> = self.dirty.drain().collect();
+        dirty.sort_unstable();
         let mut chosen = Vec::new();
-        for (key_prefix, mut blobs) in groups {
-            blobs.sort_by(|a, b| a.file.rel.cmp(&b.file.rel));
-            let first = &blobs[0].file.rel;
-            let sidecars: Vec<&Candidate> = group::sidecar_rels(watch, first)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|rel| self.candidates.get(rel))
-                .collect();
-            let marker_file = group::marker_rel(watch, first)
-                .ok()
-                .flatten()
-                .and_then(|rel| self.candidates.get(&rel));
-            let marker = marker_file.is_some();
-            // A directory-wide sidecar or marker belongs to this group alone
-            // only when the group is the whole directory.
-            let whole_directory = watch.group_by == GroupBy::Directory && first.contains('/');
-            let controls: Vec<ScannedFile> = sidecars
-                .iter()
-                .copied()
-                .chain(marker_file)
-                .filter(|c| c.scope == Scope::Group || whole_directory)
-                .map(|c| c.file.clone())
-                .collect();
-            if !self.grouper.contains(key_prefix) {
-                // Members left behind by an earlier build (stragglers after
-                // max_group_wait, a file that could not be read) start a new
-                // round instead of waiting for a change that may never come.
-                self.grouper.touch(key_prefix, now);
+        for key_prefix in dirty {
+            self.schedule(&key_prefix, None);
+            self.set_wait(&key_prefix, None);
+            if self.building.contains_key(&key_prefix) {
+                // Looked at again when its build comes back.
+                continue;
             }
-            if marker {
-                self.grouper.marker_seen(key_prefix);
+            if !self.members.contains_key(&key_prefix) {
+                // Nothing left to time.
+                self.grouper.remove(&key_prefix);
+                continue;
             }
-            let settled = |c: &&Candidate| self.settler.is_settled(&c.file.rel, now);
-            let all_settled = blobs.iter().chain(&sidecars).all(settled);
-            let members = match self.grouper.ready(key_prefix, all_settled, now) {
-                Readiness::NotYet => {
-                    if watch.ready_marker.is_some() && !marker {
-                        waiting.awaiting_marker.push(key_prefix.to_owned());
-                    } else {
-                        waiting.settling += 1;
-                    }
-                    continue;
-                }
-                Readiness::Ready => blobs,
-                Readiness::TimedOut => {
-                    let (settled, unsettled): (Vec<_>, Vec<_>) =
-                        blobs.into_iter().partition(settled);
-                    warn!(
-                        %key_prefix,
-                        waited_s = watch.max_group_wait.as_secs(),
-                        marker_missing = watch.ready_marker.is_some() && !marker,
-                        unsettled = ?unsettled.iter().map(|c| &c.file.rel).collect::<Vec<_>>(),
-                        "group did not complete within max_group_wait; sending its settled members"
-                    );
-                    if settled.is_empty() {
-                        continue;
-                    }
-                    settled
-                }
-            };
-            chosen.push((
-                key_prefix.to_owned(),
-                members.iter().map(|c| c.file.clone()).collect::<Vec<_>>(),
-                sidecars.iter().map(|c| c.file.clone()).collect::<Vec<_>>(),
-                controls,
-            ));
+            if let Some(group) = self.evaluate(&key_prefix, now) {
+                chosen.push(group);
+            }
         }
         for (key_prefix, blobs, sidecars, controls) in chosen {
             if restat && self.changed_since_seen(blobs.iter().chain(&sidecars), now) {
                 self.grouper.touch(&key_prefix, now);
-                waiting.settling += 1;
+                self.dirty.insert(key_prefix.clone());
+                self.set_wait(&key_prefix, Some(Wait::Settling));
                 continue;
             }
-            self.building.insert(key_prefix.clone());
+            self.building.insert(key_prefix.clone(), blobs.len());
+            self.building_files += blobs.len();
             plans.push(GroupPlan {
                 watch: index,
                 key_prefix,
@@ -607,22 +861,97 @@ impl WatchState {
                 context: Arc::clone(&self.context),
             });
         }
-        // Groups whose members all went away have nothing left to time.
-        let live: HashSet<&str> = self
-            .candidates
-            .values()
-            .map(|c| c.key_prefix.as_str())
-            .chain(self.building.iter().map(String::as_str))
+    }
+
+    /// Decides one group with blob candidates: its members to build when it
+    /// may go now, else `None`, with why it waits and when to look again.
+    #[allow(clippy::type_complexity)]
+    fn evaluate(
+        &mut self,
+        key_prefix: &str,
+        now: Instant,
+    ) -> Option<(String, Vec<ScannedFile>, Vec<ScannedFile>, Vec<ScannedFile>)> {
+        let watch = &self.context.watch;
+        let blobs: Vec<&Candidate> = self
+            .members
+            .get(key_prefix)?
+            .iter()
+            .filter_map(|rel| self.candidates.get(rel))
             .collect();
-        let dead: Vec<String> = self
-            .grouper
-            .groups()
-            .filter(|g| !live.contains(g))
-            .map(str::to_owned)
+        let first = &blobs.first()?.file.rel;
+        let sidecars: Vec<&Candidate> = group::sidecar_rels(watch, first)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|rel| self.candidates.get(rel))
             .collect();
-        for key_prefix in dead {
-            self.grouper.remove(&key_prefix);
+        let marker_file = group::marker_rel(watch, first)
+            .ok()
+            .flatten()
+            .and_then(|rel| self.candidates.get(&rel));
+        let marker = marker_file.is_some();
+        // A directory-wide sidecar or marker belongs to this group alone
+        // only when the group is the whole directory.
+        let whole_directory = watch.group_by == GroupBy::Directory && first.contains('/');
+        let controls: Vec<ScannedFile> = sidecars
+            .iter()
+            .copied()
+            .chain(marker_file)
+            .filter(|c| c.scope == Scope::Group || whole_directory)
+            .map(|c| c.file.clone())
+            .collect();
+        if !self.grouper.contains(key_prefix) {
+            // Members left behind by an earlier build (stragglers after
+            // max_group_wait, a file that could not be read) start a new
+            // round instead of waiting for a change that may never come.
+            self.grouper.touch(key_prefix, now);
         }
+        if marker {
+            self.grouper.marker_seen(key_prefix);
+        }
+        let settled = |c: &&Candidate| self.settler.is_settled(&c.file.rel, now);
+        let all_settled = blobs.iter().chain(&sidecars).all(settled);
+        let members = match self.grouper.ready(key_prefix, all_settled, now) {
+            Readiness::NotYet => None,
+            Readiness::Ready => Some(blobs.clone()),
+            Readiness::TimedOut => {
+                let (settled, unsettled): (Vec<_>, Vec<_>) =
+                    blobs.iter().copied().partition(settled);
+                warn!(
+                    %key_prefix,
+                    waited_s = watch.max_group_wait.as_secs(),
+                    marker_missing = watch.ready_marker.is_some() && !marker,
+                    unsettled = ?unsettled.iter().map(|c| &c.file.rel).collect::<Vec<_>>(),
+                    "group did not complete within max_group_wait; sending its settled members"
+                );
+                (!settled.is_empty()).then_some(settled)
+            }
+        };
+        if let Some(members) = members {
+            return Some((
+                key_prefix.to_owned(),
+                members.iter().map(|c| c.file.clone()).collect(),
+                sidecars.iter().map(|c| c.file.clone()).collect(),
+                controls,
+            ));
+        }
+        // Not yet: the answer can change by time alone at the earliest of
+        // the members' settle deadlines and the group's own (quiet period,
+        // max_group_wait); anything else that changes it marks it dirty.
+        let next = blobs
+            .iter()
+            .chain(&sidecars)
+            .filter_map(|c| self.settler.settled_at(&c.file.rel))
+            .chain(self.grouper.deadline(key_prefix))
+            .filter(|at| *at > now)
+            .min();
+        let wait = if watch.ready_marker.is_some() && !marker {
+            Wait::Marker
+        } else {
+            Wait::Settling
+        };
+        self.set_wait(key_prefix, Some(wait));
+        self.schedule(key_prefix, next);
+        None
     }
 
     /// Stats each file again; any that changed or vanished is observed anew.
@@ -658,42 +987,149 @@ impl WatchState {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::GroupBy;
     use crate::pipeline::settle::tests::watch;
+    use crate::store::Store;
+
+    fn setup(group_by: GroupBy) -> (tempfile::TempDir, PathBuf, StoreHandle, Watch) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("drop");
+        std::fs::create_dir(&root).unwrap();
+        let store = StoreHandle::new(Store::open(&tmp.path().join("state")).unwrap());
+        let mut w = watch();
+        w.path = root.clone();
+        w.group_by = group_by;
+        w.settle = Duration::ZERO;
+        (tmp, root, store, w)
+    }
 
     /// A file written into a new directory after the scan its creation
     /// event triggered, with no event of its own (the OS watch on the
     /// directory was not in place yet), is found by the second look.
     #[test]
     fn a_new_directory_is_looked_at_again() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("drop");
-        std::fs::create_dir(&root).unwrap();
-        let store = Store::open(&tmp.path().join("state")).unwrap();
-        let mut w = watch();
-        w.path = root.clone();
-        let mut intake = Intake::new(&[w], &store).unwrap();
+        let (_tmp, root, store, w) = setup(GroupBy::Directory);
+        let mut intake = Intake::new(&[w]).unwrap();
         let counters = Counters::default();
 
         let dir = root.canonicalize().unwrap().join("contract-2024");
         std::fs::create_dir(&dir).unwrap();
-        intake.hint(0, &dir, &counters);
+        let now = Instant::now();
+        intake.hint(0, &dir, &counters, &store);
+        intake.advance(now, &counters, &store);
         assert_eq!(intake.candidates(), 0);
         // The file lands after that scan; no hint announces it.
         std::fs::write(dir.join("content.txt"), b"late").unwrap();
-        let now = Instant::now();
-        let deadline = intake.next_deadline(now).unwrap();
-        assert!(deadline <= now + RECHECK_AFTER, "no second look scheduled");
+        let due = intake.next_deadline(now).unwrap();
+        assert!(due > now, "looked again at once");
+        assert!(
+            due <= Instant::now() + RECHECK_AFTER,
+            "no second look scheduled"
+        );
 
-        intake.ready(now, false, &counters);
+        intake.advance(now, &counters, &store);
         assert_eq!(intake.candidates(), 0, "looked again too early");
-        intake.ready(now + RECHECK_AFTER, false, &counters);
+        assert!(intake.may_advance(due));
+        intake.advance(due, &counters, &store);
         assert_eq!(intake.candidates(), 1, "the late file was not found");
         // One second look only.
-        assert!(
-            intake
-                .next_deadline(now + RECHECK_AFTER)
-                .is_none_or(|d| d > now + RECHECK_AFTER),
-            "the recheck stays scheduled"
+        assert!(!intake.may_advance(due), "the recheck stays scheduled");
+    }
+
+    /// Past the cap, a walk stops at the next directory, never inside one,
+    /// and goes on once builds have taken what intake holds.
+    #[test]
+    fn a_walk_pauses_at_the_cap_between_directories() {
+        let (_tmp, root, store, w) = setup(GroupBy::Directory);
+        for d in 0..4 {
+            let dir = root.join(format!("d{d}"));
+            std::fs::create_dir(&dir).unwrap();
+            for f in 0..3 {
+                std::fs::write(dir.join(format!("f{f}.txt")), format!("{d}/{f}")).unwrap();
+            }
+        }
+        let mut intake = Intake::new(&[w]).unwrap().candidate_cap(4);
+        let counters = Counters::default();
+        intake.start_scan(0, &counters);
+        let now = Instant::now();
+        intake.advance(now, &counters, &store);
+        // d0 (3 files) is under the cap; d1 crosses it and is taken whole.
+        assert_eq!(intake.candidates(), 6);
+        assert!(!intake.may_advance(now), "over the cap");
+        let (plans, waiting) = intake.ready(now, false);
+        assert_eq!(
+            plans.iter().map(|p| p.blobs.len()).collect::<Vec<_>>(),
+            [3, 3]
         );
+        assert_eq!(
+            waiting.settling, 1,
+            "the paused walk counts as work to come"
+        );
+
+        // Files being built do not count: the walk goes on meanwhile.
+        assert!(intake.may_advance(now));
+        intake.advance(now, &counters, &store);
+        assert_eq!(intake.candidates(), 12);
+        assert!(!intake.may_advance(now), "over the cap again");
+        for plan in &plans {
+            let (built, _) = plan.build(&store, false, &counters);
+            if let Built::Object { object, .. } = &built {
+                store.lock().enqueue(object).unwrap();
+            }
+            intake.built(0, &plan.key_prefix, &built, &[], now);
+        }
+        assert_eq!(intake.candidates(), 6);
+        let (plans, waiting) = intake.ready(now, false);
+        let groups: Vec<&str> = plans.iter().map(|p| p.key_prefix.as_str()).collect();
+        assert_eq!(groups, ["/d2", "/d3"]);
+        assert_eq!(waiting.settling, 0, "the walk is over");
+        assert!(!intake.may_advance(now));
+    }
+
+    /// Recorded files are looked up in the store, not held: a second walk
+    /// over delivered files finds no candidate, and a changed one is one.
+    #[test]
+    fn recorded_files_are_not_candidates_again() {
+        let (_tmp, root, store, w) = setup(GroupBy::File);
+        std::fs::write(root.join("a.txt"), b"a").unwrap();
+        std::fs::write(root.join("b.txt"), b"b").unwrap();
+        let counters = Counters::default();
+        let mut intake = Intake::new(std::slice::from_ref(&w)).unwrap();
+        intake.scan(0, &counters, &store);
+        let now = Instant::now();
+        let (plans, _) = intake.ready(now, false);
+        assert_eq!(plans.len(), 2);
+        for plan in &plans {
+            let (built, _) = plan.build(&store, false, &counters);
+            let Built::Object { object, .. } = &built else {
+                panic!("not an object")
+            };
+            store.lock().enqueue(object).unwrap();
+        }
+
+        let mut restarted = Intake::new(std::slice::from_ref(&w)).unwrap();
+        restarted.scan(0, &counters, &store);
+        assert_eq!(restarted.candidates(), 0);
+        std::fs::write(root.join("b.txt"), b"bb").unwrap();
+        restarted.scan(0, &counters, &store);
+        assert_eq!(restarted.candidates(), 1);
+    }
+
+    /// A full walk forgets candidates whose files went away unannounced.
+    #[test]
+    fn a_full_walk_forgets_what_it_no_longer_finds() {
+        let (_tmp, root, store, w) = setup(GroupBy::File);
+        std::fs::write(root.join("a.txt"), b"a").unwrap();
+        std::fs::write(root.join("b.txt"), b"b").unwrap();
+        let counters = Counters::default();
+        let mut intake = Intake::new(&[w]).unwrap();
+        intake.scan(0, &counters, &store);
+        assert_eq!(intake.candidates(), 2);
+        std::fs::remove_file(root.join("a.txt")).unwrap();
+        intake.scan(0, &counters, &store);
+        assert_eq!(intake.candidates(), 1);
+        let (plans, _) = intake.ready(Instant::now(), false);
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].blobs[0].rel, "b.txt");
     }
 }

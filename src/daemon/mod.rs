@@ -58,7 +58,7 @@ use crate::metrics;
 use crate::pipeline::health::Health;
 use crate::pipeline::retry::Backoff;
 use crate::pipeline::{Dialect, batch};
-use crate::store::{OutboxFigures, Store, StoreError, unix_now_ms};
+use crate::store::{ObjectStatus, OutboxFigures, Record, Store, StoreError, unix_now_ms};
 use crate::telemetry::{Counters, CountersSnapshot, service};
 use crate::transfer::Presigned;
 
@@ -298,6 +298,68 @@ impl BuildDone {
     }
 }
 
+/// The build stage: groups read and hashed on the blocking pool,
+/// `BUILD_SLOTS` at once, then recorded in the store. Every build that
+/// finished while the last commit waited for the disk is recorded in the
+/// next commit, together (group commit): a burst of small groups costs a
+/// few fsyncs, not one per group. A build is handed back to intake only
+/// once it is recorded, so intake never forgets a file the store has not
+/// got.
+struct Builds {
+    queue: VecDeque<GroupPlan>,
+    running: JoinSet<BuildDone>,
+    /// Built, waiting for the next commit.
+    built: Vec<BuildDone>,
+    /// The commit in progress (at most one).
+    recording: JoinSet<Result<Vec<BuildDone>, FatalError>>,
+}
+
+impl Builds {
+    fn new() -> Builds {
+        Builds {
+            queue: VecDeque::new(),
+            running: JoinSet::new(),
+            built: Vec::new(),
+            recording: JoinSet::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+            && self.running.is_empty()
+            && self.built.is_empty()
+            && self.recording.is_empty()
+    }
+
+    /// The next recorded builds, or `None` when nothing is queued, running
+    /// or waiting to be recorded. Cancel-safe: nothing is lost when another
+    /// branch of a `select!` wins.
+    async fn next(&mut self, engine: &Engine) -> Option<Result<Vec<BuildDone>, FatalError>> {
+        loop {
+            while self.running.len() < BUILD_SLOTS {
+                let Some(plan) = self.queue.pop_front() else {
+                    break;
+                };
+                engine.spawn_build(&mut self.running, plan);
+            }
+            if self.recording.is_empty() && !self.built.is_empty() {
+                engine.spawn_record(&mut self.recording, std::mem::take(&mut self.built));
+            }
+            if self.running.is_empty() && self.recording.is_empty() {
+                return None;
+            }
+            tokio::select! {
+                Some(done) = self.running.join_next(), if !self.running.is_empty() => {
+                    self.built.push(done.expect("a build panicked"));
+                }
+                Some(recorded) = self.recording.join_next(), if !self.recording.is_empty() => {
+                    return Some(recorded.expect("recording builds panicked"));
+                }
+            }
+        }
+    }
+}
+
 impl Engine {
     /// Opens the store and the API client: everything that can fail for good
     /// fails here, before any work starts.
@@ -315,7 +377,7 @@ impl Engine {
             .meta(submit::DIALECT_META_KEY)?
             .as_deref()
             .and_then(Dialect::parse);
-        let intake = Intake::new(&config.watches, &store)?;
+        let intake = Intake::new(&config.watches)?;
         let client = ApiClient::new(&config.api, key)?.counting(Arc::clone(&counters));
         let presigned = Presigned::new(&config.api, client.throttle())?;
         let backoff = Backoff::try_new(config.retry.initial, config.retry.max)
@@ -404,29 +466,47 @@ impl Engine {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(OnceEnd, Vec<String>), FatalError> {
         tokio::pin!(shutdown);
+        let mut first = true;
         loop {
-            let watches: Vec<usize> = (0..self.lock_intake().len()).collect();
+            // Without OS events, a new walk is how a settling file is seen
+            // to change; once intake holds nothing, walking the tree again
+            // while the outbox drains would only find what is recorded.
+            let rescan = first || self.lock_intake().candidates() > 0;
+            first = false;
+            let watches: Vec<usize> = if rescan {
+                (0..self.lock_intake().len()).collect()
+            } else {
+                Vec::new()
+            };
             self.intake_step(Vec::new(), watches).await;
             let (plans, mut waiting) = self.ready(false);
             self.settling.store(waiting.settling, Ordering::SeqCst);
-            waiting.settling += self.build_all(plans).await?;
+            // A large tree is walked a part at a time: the next part is
+            // taken (and settles) while this one is built.
+            let (built, ()) = tokio::join!(
+                self.build_all(plans),
+                self.intake_step(Vec::new(), Vec::new())
+            );
+            waiting.settling += built?;
             self.settling.store(waiting.settling, Ordering::SeqCst);
             let pending = self.store.run(|s| s.pending_count()).await?;
+            let awaiting_marker = || self.lock_intake().awaiting_marker();
             if let Some(pause) = self.submitter.pause() {
-                return Ok((OnceEnd::Paused(pause.reason), waiting.awaiting_marker));
+                return Ok((OnceEnd::Paused(pause.reason), awaiting_marker()));
             }
             if waiting.settling == 0 && pending == 0 {
-                for key_prefix in &waiting.awaiting_marker {
+                let awaiting_marker = awaiting_marker();
+                for key_prefix in &awaiting_marker {
                     info!(%key_prefix, "group not sent: its ready_marker has not appeared");
                 }
-                return Ok((OnceEnd::Done, waiting.awaiting_marker));
+                return Ok((OnceEnd::Done, awaiting_marker));
             }
             tokio::select! {
                 () = tokio::time::sleep(self.idle_time().await?) => {}
                 () = self.progress.notified() => {}
                 () = &mut shutdown => {
                     info!("interrupted; what was not delivered stays in the outbox");
-                    return Ok((OnceEnd::Interrupted, waiting.awaiting_marker));
+                    return Ok((OnceEnd::Interrupted, awaiting_marker()));
                 }
             }
         }
@@ -548,8 +628,7 @@ impl Engine {
             .collect();
         // The start scan: everything dropped while the daemon was down.
         let mut next_scan: Vec<Instant> = vec![Instant::now(); intervals.len()];
-        let mut queue: VecDeque<GroupPlan> = VecDeque::new();
-        let mut builds: JoinSet<Result<BuildDone, FatalError>> = JoinSet::new();
+        let mut builds = Builds::new();
         let mut batch: Vec<Hint> = Vec::new();
         let mut hints_open = true;
         let mut announced = false;
@@ -581,7 +660,7 @@ impl Engine {
                 }
             }
             let hinted = std::mem::take(&mut batch);
-            if !due.is_empty() || !hinted.is_empty() {
+            if !due.is_empty() || !hinted.is_empty() || self.lock_intake().may_advance(now) {
                 self.intake_step(hinted, due).await;
             }
             if !announced {
@@ -593,7 +672,7 @@ impl Engine {
             let (plans, waiting) = self.ready(true);
             self.settling.store(waiting.settling, Ordering::SeqCst);
             self.building.fetch_add(plans.len(), Ordering::SeqCst);
-            queue.extend(plans);
+            builds.queue.extend(plans);
             if Instant::now() >= next_check {
                 let (health, outbox) = self.monitor.assess().await?;
                 service::status(&self.status_line(&waiting, &outbox, &health));
@@ -601,10 +680,6 @@ impl Engine {
                     service::watchdog();
                 }
                 next_check = Instant::now() + check_every;
-            }
-            while builds.len() < BUILD_SLOTS {
-                let Some(plan) = queue.pop_front() else { break };
-                self.spawn_build(&mut builds, plan);
             }
 
             let mut wake = next_scan
@@ -623,9 +698,11 @@ impl Engine {
                     hints_open = received > 0;
                 }
                 () = rescans.raised() => {}
-                Some(done) = builds.join_next(), if !builds.is_empty() => {
-                    let done = done.expect("a build panicked")?;
-                    done.apply(&mut self.lock_intake());
+                Some(recorded) = builds.next(self), if !builds.is_empty() => {
+                    let mut intake = self.lock_intake();
+                    for done in recorded? {
+                        done.apply(&mut intake);
+                    }
                 }
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
@@ -634,9 +711,10 @@ impl Engine {
         // Builds cannot be interrupted mid-read; what they record is whole,
         // and what they did not record is found again at the next start.
         let grace = self.config.shutdown_grace;
+        builds.queue.clear();
         if tokio::time::timeout(grace, async {
-            while let Some(done) = builds.join_next().await {
-                done.expect("a build panicked")?;
+            while let Some(recorded) = builds.next(self).await {
+                recorded?;
             }
             Ok::<_, FatalError>(())
         })
@@ -937,22 +1015,18 @@ impl Engine {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let mut intake = intake.lock().expect("intake lock poisoned");
-            if !scans.is_empty()
-                && let Err(err) = intake.refresh_known(&store.lock())
-            {
-                warn!(error = %err, "cannot reload the recorded files; keeping the ones loaded");
-            }
             for index in &scans {
-                intake.scan(*index, &counters);
+                intake.start_scan(*index, &counters);
             }
             let mut seen = HashSet::new();
             for hint in hints {
-                // A full scan of the watch just covered it; one look a path suffices.
+                // A full walk of the watch covers it; one look a path suffices.
                 if scans.contains(&hint.watch) || !seen.insert(hint.clone()) {
                     continue;
                 }
-                intake.hint(hint.watch, &hint.path, &counters);
+                intake.hint(hint.watch, &hint.path, &counters, &store);
             }
+            intake.advance(Instant::now(), &counters, &store);
         })
         .await
         .expect("an intake step panicked");
@@ -960,70 +1034,92 @@ impl Engine {
 
     /// The groups ready now.
     fn ready(&self, restat: bool) -> (Vec<GroupPlan>, Waiting) {
-        self.lock_intake()
-            .ready(Instant::now(), restat, &self.counters)
+        self.lock_intake().ready(Instant::now(), restat)
     }
 
-    /// Starts one build on the blocking pool: read, hash, build, record.
-    fn spawn_build(&self, builds: &mut JoinSet<Result<BuildDone, FatalError>>, plan: GroupPlan) {
+    /// Starts one build on the blocking pool: read, hash, build.
+    fn spawn_build(&self, builds: &mut JoinSet<BuildDone>, plan: GroupPlan) {
         let store = self.store.clone();
         let counters = Arc::clone(&self.counters);
         let has_upload = self.submitter.dialect_has_upload();
-        let work = Arc::clone(&self.work);
-        let dispose_wake = Arc::clone(&self.dispose_wake);
-        let building = Arc::clone(&self.building);
         builds.spawn_blocking(move || {
             let (built, unreadable) = plan.build(&store, has_upload, &counters);
-            let is_object = matches!(built, Built::Object { .. });
-            if is_object {
+            if matches!(built, Built::Object { .. }) {
                 failpoint::hit(failpoint::AFTER_HASH);
             }
             for item in &unreadable {
                 counters.ignored("unreadable");
                 warn!(path = %item.path.display(), error = %item.error, "cannot read file; skipped until the next periodic rescan");
             }
-            store.write(|s| record_built(s, &counters, &built))?;
-            // The last build of a burst ends a batch's wait for more.
-            let last = building.fetch_sub(1, Ordering::SeqCst) == 1;
-            if is_object {
-                failpoint::hit(failpoint::AFTER_ENQUEUE);
-            }
-            if is_object || last {
-                work.notify_one();
-            }
-            if matches!(built, Built::Skipped { .. }) {
-                dispose_wake.notify_one();
-            }
-            Ok(BuildDone {
+            BuildDone {
                 watch: plan.watch,
                 key_prefix: plan.key_prefix,
                 built,
                 unreadable: unreadable.into_iter().map(|u| u.rel).collect(),
-            })
+            }
+        });
+    }
+
+    /// Records finished builds in one transaction on the blocking pool, then
+    /// wakes the submitter (and the disposer for skipped objects).
+    fn spawn_record(
+        &self,
+        recording: &mut JoinSet<Result<Vec<BuildDone>, FatalError>>,
+        done: Vec<BuildDone>,
+    ) {
+        let store = self.store.clone();
+        let counters = Arc::clone(&self.counters);
+        let work = Arc::clone(&self.work);
+        let dispose_wake = Arc::clone(&self.dispose_wake);
+        let building = Arc::clone(&self.building);
+        recording.spawn_blocking(move || {
+            let records: Vec<Record<'_>> =
+                done.iter().filter_map(|d| record_of(&d.built)).collect();
+            if !records.is_empty() {
+                store.write(|s| s.record(&records))?;
+            }
+            let objects = done
+                .iter()
+                .filter(|d| matches!(d.built, Built::Object { .. }))
+                .count();
+            for d in &done {
+                log_recorded(&counters, &d.built);
+            }
+            // The last build of a burst ends a batch's wait for more.
+            let last = building.fetch_sub(done.len(), Ordering::SeqCst) == done.len();
+            if objects > 0 {
+                failpoint::hit(failpoint::AFTER_ENQUEUE);
+            }
+            if objects > 0 || last {
+                work.notify_one();
+            }
+            if done
+                .iter()
+                .any(|d| matches!(d.built, Built::Skipped { .. }))
+            {
+                dispose_wake.notify_one();
+            }
+            Ok(done)
         });
     }
 
     /// Builds every plan (`BUILD_SLOTS` at once) and applies the results;
     /// returns how many groups went back to settling.
     async fn build_all(&self, plans: Vec<GroupPlan>) -> Result<usize, FatalError> {
-        let mut builds = JoinSet::new();
+        let mut builds = Builds::new();
         self.building.fetch_add(plans.len(), Ordering::SeqCst);
-        let mut queue: VecDeque<GroupPlan> = plans.into();
+        builds.queue.extend(plans);
         let mut unsettled = 0;
-        loop {
-            while builds.len() < BUILD_SLOTS {
-                let Some(plan) = queue.pop_front() else { break };
-                self.spawn_build(&mut builds, plan);
+        while let Some(recorded) = builds.next(self).await {
+            let mut intake = self.lock_intake();
+            for done in recorded? {
+                if matches!(done.built, Built::Unsettled { .. }) {
+                    unsettled += 1;
+                }
+                done.apply(&mut intake);
             }
-            let Some(done) = builds.join_next().await else {
-                return Ok(unsettled);
-            };
-            let done = done.expect("a build panicked")?;
-            if matches!(done.built, Built::Unsettled { .. }) {
-                unsettled += 1;
-            }
-            done.apply(&mut self.lock_intake());
         }
+        Ok(unsettled)
     }
 }
 
@@ -1037,15 +1133,39 @@ fn scan_reason(started: bool, mode: Mode) -> &'static str {
     }
 }
 
-/// Writes one built group to the store.
-fn record_built(store: &mut Store, counters: &Counters, built: &Built) -> Result<(), StoreError> {
+/// What the store records of a built group, if anything.
+fn record_of(built: &Built) -> Option<Record<'_>> {
+    match built {
+        Built::Object { object, .. } => Some(Record {
+            object,
+            status: ObjectStatus::Pending,
+            reason: None,
+        }),
+        Built::LocalDead { object, reason } => Some(Record {
+            object,
+            status: ObjectStatus::Dead,
+            reason: Some(reason),
+        }),
+        Built::Skipped { object } => Some(Record {
+            object,
+            status: ObjectStatus::Skipped,
+            reason: Some(SKIPPED_REASON),
+        }),
+        Built::Unsettled { .. } | Built::Empty => None,
+    }
+}
+
+/// Why an object whose blobs were all delivered already is not sent.
+const SKIPPED_REASON: &str = "every blob was already delivered to this bucket";
+
+/// Logs and counts one recorded build.
+fn log_recorded(counters: &Counters, built: &Built) {
     match built {
         Built::Object {
-            object,
+            object: _,
             spec,
             bytes,
         } => {
-            store.enqueue(object)?;
             Counters::add(&counters.objects_enqueued, 1);
             info!(
                 key_prefix = %spec.key_prefix,
@@ -1057,17 +1177,14 @@ fn record_built(store: &mut Store, counters: &Counters, built: &Built) -> Result
         }
         Built::LocalDead { object, reason } => {
             warn!(key_prefix = %object.key_prefix, bucket = %object.bucket, %reason, "not sent; kept as a dead letter");
-            store.record_local_dead(object, reason)?;
             Counters::add(&counters.objects_dead, 1);
         }
         Built::Skipped { object } => {
             info!(key_prefix = %object.key_prefix, bucket = %object.bucket, "every blob already delivered; skipped");
-            store.record_skipped(object, "every blob was already delivered to this bucket")?;
             Counters::add(&counters.objects_skipped, 1);
         }
         Built::Unsettled { .. } | Built::Empty => {}
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -132,8 +132,7 @@ pub fn scan(
 }
 
 /// Walks `dir`, a directory inside the canonical watch root `root`, naming
-/// files relative to `root`. Used for the whole tree and, on an event, for a
-/// directory that just appeared.
+/// files relative to `root`, and collects everything it finds.
 pub fn scan_under(
     root: &Path,
     dir: &Path,
@@ -141,81 +140,132 @@ pub fn scan_under(
     filter: &NameFilter,
 ) -> ScanResult {
     let mut result = ScanResult::default();
-    let mut pruned = Vec::new();
-    let walker = WalkDir::new(dir)
-        .follow_links(follow_symlinks)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|entry| {
-            if entry.depth() == 0 {
-                return true;
-            }
-            // Hidden directories are never descended into (SPEC §3).
-            let hidden = entry.file_name().as_encoded_bytes().first() == Some(&b'.');
-            if hidden && entry.file_type().is_dir() {
-                pruned.push(Skipped {
-                    path: entry.path().to_path_buf(),
-                    reason: SkipReason::Ignored(IgnoreReason::Hidden),
-                });
-                return false;
-            }
-            if entry.path_is_symlink() && follow_symlinks && !target_inside(root, entry.path()) {
-                pruned.push(Skipped {
-                    path: entry.path().to_path_buf(),
-                    reason: SkipReason::SymlinkOutsideRoot,
-                });
-                return false;
-            }
-            true
-        });
-    for entry in walker {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(err) => {
-                let path = err
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| dir.to_path_buf());
-                let why = match err.loop_ancestor() {
-                    Some(ancestor) => format!("symlink loop back to {}", ancestor.display()),
-                    None => err.to_string(),
-                };
-                result.skipped.push(Skipped {
-                    path,
-                    reason: SkipReason::Unreadable(why),
-                });
-                continue;
-            }
-        };
-        if entry.depth() == 0 || entry.file_type().is_dir() {
-            continue;
-        }
-        // Only reached for a symlink when links are not followed.
-        if entry.file_type().is_symlink() {
-            result.skipped.push(Skipped {
-                path: entry.path().to_path_buf(),
-                reason: SkipReason::SymlinkNotFollowed,
-            });
-            continue;
-        }
-        match entry.metadata() {
-            Ok(meta) => match take(root, entry.path(), &meta, filter) {
-                Ok(file) => result.files.push(file),
-                Err(reason) => result.skipped.push(Skipped {
-                    path: entry.path().to_path_buf(),
-                    reason,
-                }),
-            },
-            // Deleted between the directory read and the stat: gone, not an error.
-            Err(err) if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {}
-            Err(err) => result.skipped.push(Skipped {
-                path: entry.path().to_path_buf(),
-                reason: SkipReason::Unreadable(err.to_string()),
-            }),
+    let mut walk = Walk::new(root, dir, follow_symlinks);
+    while let Some(found) = walk.next(filter) {
+        match found {
+            Found::File(file) => result.files.push(file),
+            Found::Skipped(skipped) => result.skipped.push(skipped),
         }
     }
-    result.skipped.extend(pruned);
     result
+}
+
+/// One entry a [`Walk`] yields.
+#[derive(Debug)]
+pub enum Found {
+    File(ScannedFile),
+    Skipped(Skipped),
+}
+
+/// A walk of a directory inside a watch root that can stop between any two
+/// entries and go on later: intake takes a large tree a part at a time, so
+/// what it holds in memory is bounded by what it has not built yet, not by
+/// the size of the tree. Entries come depth first, each directory's in name
+/// order, so the files of one directory come together.
+pub struct Walk {
+    root: PathBuf,
+    follow_symlinks: bool,
+    entries: walkdir::IntoIter,
+    /// An entry taken but not handed out yet (see [`Walk::put_back`]).
+    held: Option<Found>,
+}
+
+impl Walk {
+    /// A walk of `dir`, which lies inside the canonical root `root`.
+    pub fn new(root: &Path, dir: &Path, follow_symlinks: bool) -> Walk {
+        Walk {
+            root: root.to_path_buf(),
+            follow_symlinks,
+            entries: WalkDir::new(dir)
+                .follow_links(follow_symlinks)
+                .sort_by_file_name()
+                .into_iter(),
+            held: None,
+        }
+    }
+
+    /// Hands `found` out again on the next call.
+    pub fn put_back(&mut self, found: Found) {
+        self.held = Some(found);
+    }
+
+    /// The next file, or entry passed over, or `None` when the walk is done.
+    pub fn next(&mut self, filter: &NameFilter) -> Option<Found> {
+        if let Some(found) = self.held.take() {
+            return Some(found);
+        }
+        loop {
+            let entry = match self.entries.next()? {
+                Ok(entry) => entry,
+                Err(err) => {
+                    let path = err
+                        .path()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| self.root.clone());
+                    let why = match err.loop_ancestor() {
+                        Some(ancestor) => format!("symlink loop back to {}", ancestor.display()),
+                        None => err.to_string(),
+                    };
+                    return Some(Found::Skipped(Skipped {
+                        path,
+                        reason: SkipReason::Unreadable(why),
+                    }));
+                }
+            };
+            if entry.depth() == 0 {
+                continue;
+            }
+            let is_dir = entry.file_type().is_dir();
+            let skip = |walk: &mut Walk, reason| {
+                if is_dir {
+                    // Never descended into.
+                    walk.entries.skip_current_dir();
+                }
+                Some(Found::Skipped(Skipped {
+                    path: entry.path().to_path_buf(),
+                    reason,
+                }))
+            };
+            // Hidden directories are never descended into (SPEC §3).
+            let hidden = entry.file_name().as_encoded_bytes().first() == Some(&b'.');
+            if hidden && is_dir {
+                return skip(self, SkipReason::Ignored(IgnoreReason::Hidden));
+            }
+            if entry.path_is_symlink()
+                && self.follow_symlinks
+                && !target_inside(&self.root, entry.path())
+            {
+                return skip(self, SkipReason::SymlinkOutsideRoot);
+            }
+            if is_dir {
+                continue;
+            }
+            // Only reached for a symlink when links are not followed.
+            if entry.file_type().is_symlink() {
+                return skip(self, SkipReason::SymlinkNotFollowed);
+            }
+            match entry.metadata() {
+                Ok(meta) => {
+                    return Some(match take(&self.root, entry.path(), &meta, filter) {
+                        Ok(file) => Found::File(file),
+                        Err(reason) => Found::Skipped(Skipped {
+                            path: entry.path().to_path_buf(),
+                            reason,
+                        }),
+                    });
+                }
+                // Deleted between the directory read and the stat: gone, not an error.
+                Err(err)
+                    if err.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {}
+                Err(err) => {
+                    return Some(Found::Skipped(Skipped {
+                        path: entry.path().to_path_buf(),
+                        reason: SkipReason::Unreadable(err.to_string()),
+                    }));
+                }
+            }
+        }
+    }
 }
 
 /// What one path inside the canonical root `root` is now, for an event about it.

@@ -430,6 +430,23 @@ impl Grouper {
             .min()
     }
 
+    /// The instants at which this group's answer changes by time alone:
+    /// the end of its quiet period (when no marker decides) and
+    /// `max_group_wait`, whichever comes first, past or not.
+    pub fn deadline(&self, key_prefix: &str) -> Option<Instant> {
+        let g = self.groups.get(key_prefix)?;
+        let (first, last) = g.touched?;
+        let quiet = if g.marker || self.marker_required {
+            None
+        } else {
+            last.checked_add(self.settle)
+        };
+        quiet
+            .into_iter()
+            .chain(first.checked_add(self.max_group_wait))
+            .min()
+    }
+
     pub fn contains(&self, key_prefix: &str) -> bool {
         self.groups.contains_key(key_prefix)
     }

@@ -293,6 +293,13 @@ impl<K: Eq + Hash + Clone> Settler<K> {
             .is_some_and(|t| now.saturating_duration_since(t.changed_at) >= self.settle)
     }
 
+    /// When the file becomes settled if it does not change again.
+    pub fn settled_at(&self, key: &K) -> Option<Instant> {
+        self.files
+            .get(key)
+            .and_then(|t| t.changed_at.checked_add(self.settle))
+    }
+
     /// Every tracked file that is settled at `now`, reported or not. This walks
     /// all tracked files; the daemon's loop uses [`Settler::take_settled`].
     pub fn settled(&self, now: Instant) -> Vec<K> {
