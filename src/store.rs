@@ -204,6 +204,10 @@ const MIGRATIONS: &[&str] = &[
         updated_ms   INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX tasks_to_poll ON tasks (next_poll_ms) WHERE outcome IS NULL;",
+    // 4: whether a queued request carries upload blobs (such an object is
+    // sent on its own, never held for a batch), so the submitter can tell
+    // without loading the request. NULL for rows queued before: unknown.
+    "ALTER TABLE objects ADD COLUMN has_uploads INTEGER;",
 ];
 
 /// The schema version this binary writes and understands.
@@ -399,6 +403,9 @@ pub struct Record<'a> {
     pub object: &'a NewObject,
     pub status: ObjectStatus,
     pub reason: Option<&'a str>,
+    /// Whether its request carries upload blobs; `None` when not known
+    /// (taken as maybe).
+    pub has_uploads: Option<bool>,
 }
 
 /// An object about to be recorded (queued, dead-lettered locally, or skipped).
@@ -443,6 +450,16 @@ pub struct OutboxItem {
     pub spec_json: String,
     /// Failed attempts so far.
     pub attempts: u32,
+}
+
+/// A due object as [`Store::due_list`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueEntry {
+    pub id: i64,
+    /// Bytes of its stored request.
+    pub bytes: usize,
+    /// Its request may hold an upload blob (never false when it does).
+    pub may_upload: bool,
 }
 
 /// How a pending object ends without a delivery (`Store::end_pending`).
@@ -932,6 +949,7 @@ impl Store {
             object: obj,
             status,
             reason,
+            has_uploads: None,
         }])?;
         Ok(ids[0])
     }
@@ -944,8 +962,9 @@ impl Store {
         self.write(|tx| {
             let mut object = tx.prepare_cached(
                 "INSERT INTO objects (watch, bucket, key_prefix, spec, status, attempts,
-                                      next_attempt_ms, last_error, created_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?6, ?6)",
+                                      next_attempt_ms, last_error, created_ms, updated_ms,
+                                      has_uploads)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?6, ?6, ?8)",
             )?;
             let mut object_file = tx.prepare_cached(
                 "INSERT INTO object_files (object_id, rel, size, mtime_ns, sha256)
@@ -968,6 +987,7 @@ impl Store {
                 object: obj,
                 status,
                 reason,
+                has_uploads,
             } in records
             {
                 object.execute(params![
@@ -977,7 +997,8 @@ impl Store {
                     obj.spec_json,
                     status,
                     now,
-                    reason
+                    reason,
+                    has_uploads
                 ])?;
                 let id = tx.last_insert_rowid();
                 for f in &obj.files {
@@ -1079,6 +1100,67 @@ impl Store {
             .map_err(self.sql_error())?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(self.sql_error())
+    }
+
+    /// The pending objects due at `now_ms`, longest overdue first, at most
+    /// `limit`, without their requests: each one's size, and whether its
+    /// request may carry an upload. The submitter decides from this list
+    /// which requests to load, instead of loading and parsing all of them
+    /// at every wake.
+    pub fn due_list(&self, now_ms: i64, limit: usize) -> Result<Vec<DueEntry>, StoreError> {
+        // `octet_length` reads the size from the record header, not the
+        // text; an object queued before `has_uploads` existed may have some.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, octet_length(spec), coalesce(has_uploads, 1)
+                 FROM objects
+                 WHERE status = 'pending' AND next_attempt_ms <= ?1
+                 ORDER BY next_attempt_ms, id LIMIT ?2",
+            )
+            .map_err(self.sql_error())?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![now_ms, limit], |row| {
+                Ok(DueEntry {
+                    id: row.get(0)?,
+                    bytes: usize::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                    may_upload: row.get(2)?,
+                })
+            })
+            .map_err(self.sql_error())?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(self.sql_error())
+    }
+
+    /// The pending objects with these ids, in the order given; ids no
+    /// longer pending are left out.
+    pub fn pending_items(&self, ids: &[i64]) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, watch, bucket, key_prefix, spec, attempts FROM objects
+                 WHERE id = ?1 AND status = 'pending'",
+            )
+            .map_err(self.sql_error())?;
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            let item = stmt
+                .query_row(params![id], |row| {
+                    Ok(OutboxItem {
+                        id: row.get(0)?,
+                        watch: row.get(1)?,
+                        bucket: row.get(2)?,
+                        key_prefix: row.get(3)?,
+                        spec_json: row.get(4)?,
+                        attempts: row.get(5)?,
+                    })
+                })
+                .optional()
+                .map_err(self.sql_error())?;
+            items.extend(item);
+        }
+        Ok(items)
     }
 
     /// When the next pending object becomes due (unix ms), if any is pending.
@@ -1888,6 +1970,44 @@ mod tests {
             files: files.iter().map(|(r, s)| new_file(r, s)).collect(),
             dispose: Vec::new(),
         }
+    }
+
+    #[test]
+    fn due_list_gives_sizes_and_flags_uploads_and_pending_items_follow_the_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let objects = [
+            new_object("/w", "/a", &[("a", "1")]),
+            new_object("/w", "/b", &[("b", "2")]),
+            new_object("/w", "/c", &[("c", "3")]),
+        ];
+        let record = |object, has_uploads| Record {
+            object,
+            status: ObjectStatus::Pending,
+            reason: None,
+            has_uploads,
+        };
+        let ids = store
+            .record(&[
+                record(&objects[0], Some(false)),
+                record(&objects[1], Some(true)),
+                record(&objects[2], None),
+            ])
+            .unwrap();
+        let listed = store.due_list(FAR, 10).unwrap();
+        let entry = |i: usize, may_upload| DueEntry {
+            id: ids[i],
+            bytes: objects[i].spec_json.len(),
+            may_upload,
+        };
+        // Not known counts as maybe.
+        assert_eq!(listed, [entry(0, false), entry(1, true), entry(2, true)]);
+        let items = store.pending_items(&[ids[1], ids[0], 999]).unwrap();
+        assert_eq!(
+            items.iter().map(|i| i.id).collect::<Vec<_>>(),
+            [ids[1], ids[0]]
+        );
+        assert_eq!(items[0].spec_json, objects[1].spec_json);
     }
 
     fn mode(path: &Path) -> u32 {

@@ -98,7 +98,10 @@ pub fn read_file(
     let mut head = Vec::with_capacity(HEAD_SIZE.min(usize::try_from(size).unwrap_or(HEAD_SIZE)));
     let mut content =
         (size <= keep_content_max).then(|| Vec::with_capacity(usize::try_from(size).unwrap_or(0)));
-    let mut buf = vec![0u8; BUF_SIZE];
+    // One byte more than the file is enough to see it grew; a small file
+    // must not pay for zeroing a buffer sized for large ones.
+    let mut buf =
+        vec![0u8; BUF_SIZE.min(usize::try_from(size).unwrap_or(BUF_SIZE).saturating_add(1))];
     let mut total: u64 = 0;
     loop {
         let n = match file.read(&mut buf) {

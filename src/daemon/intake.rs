@@ -78,7 +78,7 @@ impl GroupPlan {
             dialect_has_upload: has_upload,
             counters,
         };
-        let is_delivered = |sha256: &str| match store.lock().hash_delivered(&watch.bucket, sha256) {
+        let is_delivered = |sha256: &str| match store.read().hash_delivered(&watch.bucket, sha256) {
             Ok(delivered) => delivered,
             Err(err) => {
                 warn!(error = %err, "duplicate lookup failed; sending the blob");
@@ -642,7 +642,7 @@ impl WatchState {
         if rels.is_empty() {
             return Vec::new();
         }
-        let store = store.lock();
+        let store = store.read();
         rels.iter()
             .map(|rel| {
                 let key = FileKey {

@@ -57,8 +57,8 @@ use crate::error::FatalError;
 use crate::metrics;
 use crate::pipeline::health::Health;
 use crate::pipeline::retry::Backoff;
-use crate::pipeline::{Dialect, batch};
-use crate::store::{ObjectStatus, OutboxFigures, Record, Store, StoreError, unix_now_ms};
+use crate::pipeline::{Dialect, batch, request};
+use crate::store::{DueEntry, ObjectStatus, OutboxFigures, Record, Store, StoreError, unix_now_ms};
 use crate::telemetry::{Counters, CountersSnapshot, service};
 use crate::transfer::Presigned;
 
@@ -67,6 +67,10 @@ use crate::transfer::Presigned;
 #[derive(Clone)]
 pub struct StoreHandle {
     store: Arc<Mutex<Store>>,
+    /// A second, read-only connection for the lookups of intake and builds
+    /// (is this file recorded, is this hash delivered): with WAL, reads do
+    /// not wait for a commit's fsync, so builds never queue behind one.
+    reader: Option<Arc<Mutex<Store>>>,
     /// Writes waiting for the state disk to take writes again (`write`).
     blocked: Arc<AtomicUsize>,
 }
@@ -75,7 +79,22 @@ impl StoreHandle {
     pub fn new(store: Store) -> StoreHandle {
         StoreHandle {
             store: Arc::new(Mutex::new(store)),
+            reader: None,
             blocked: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Adds a read-only connection to the same database for [`StoreHandle::read`].
+    pub fn with_reader(mut self, reader: Store) -> StoreHandle {
+        self.reader = Some(Arc::new(Mutex::new(reader)));
+        self
+    }
+
+    /// For lookups that only need what is committed; see `reader`.
+    pub fn read(&self) -> std::sync::MutexGuard<'_, Store> {
+        match &self.reader {
+            Some(reader) => reader.lock().expect("store reader lock poisoned"),
+            None => self.lock(),
         }
     }
 
@@ -382,7 +401,9 @@ impl Engine {
         let presigned = Presigned::new(&config.api, client.throttle())?;
         let backoff = Backoff::try_new(config.retry.initial, config.retry.max)
             .map_err(|err| FatalError::Runtime(format!("retry settings: {err}")))?;
-        let store = StoreHandle::new(store);
+        // Opened after `open` migrated the database, so it sees the schema.
+        let reader = Store::open_read_only(&config.state.dir)?;
+        let store = StoreHandle::new(store).with_reader(reader);
         let submitter = Submitter::new(
             client.clone(),
             presigned,
@@ -836,7 +857,33 @@ impl Engine {
     ) -> Result<(), FatalError> {
         let now = unix_now_ms();
         let fetch = room * batch::MAX_OBJECTS + in_flight.len();
-        let due = self.store.run(move |s| s.due(now, fetch)).await?;
+        let listed = self.store.run(move |s| s.due_list(now, fetch)).await?;
+        let waiting: Vec<DueEntry> = listed
+            .into_iter()
+            .filter(|e| !in_flight.contains(&e.id))
+            .collect();
+        // While a burst builds, this runs at every commit: when no batch
+        // can be full and nothing goes on its own, load nothing.
+        if hold_partial
+            && waiting.len() < batch::MAX_OBJECTS
+            && !waiting
+                .iter()
+                .any(|e| e.may_upload || self.submitter.goes_alone(e.id))
+        {
+            return Ok(());
+        }
+        // Load what `room` sends can carry, not every due request.
+        let budget = room * batch::MAX_BATCH_BYTES;
+        let mut ids = Vec::new();
+        let mut bytes = 0;
+        for entry in &waiting {
+            if !ids.is_empty() && bytes + entry.bytes > budget {
+                break;
+            }
+            bytes += entry.bytes;
+            ids.push(entry.id);
+        }
+        let due = self.store.run(move |s| s.pending_items(&ids)).await?;
         let due: Vec<Due> = due
             .into_iter()
             .filter(|i| !in_flight.contains(&i.id))
@@ -1136,20 +1183,23 @@ fn scan_reason(started: bool, mode: Mode) -> &'static str {
 /// What the store records of a built group, if anything.
 fn record_of(built: &Built) -> Option<Record<'_>> {
     match built {
-        Built::Object { object, .. } => Some(Record {
+        Built::Object { object, spec, .. } => Some(Record {
             object,
             status: ObjectStatus::Pending,
             reason: None,
+            has_uploads: Some(request::has_uploads(spec)),
         }),
         Built::LocalDead { object, reason } => Some(Record {
             object,
             status: ObjectStatus::Dead,
             reason: Some(reason),
+            has_uploads: None,
         }),
         Built::Skipped { object } => Some(Record {
             object,
             status: ObjectStatus::Skipped,
             reason: Some(SKIPPED_REASON),
+            has_uploads: None,
         }),
         Built::Unsettled { .. } | Built::Empty => None,
     }

@@ -227,6 +227,11 @@ impl Submitter {
         dialect == Dialect::Objects && !probing && !self.no_batch_endpoint.load(Ordering::Relaxed)
     }
 
+    /// The object is to be sent on its own next time (see `alone`).
+    pub fn goes_alone(&self, id: i64) -> bool {
+        self.lock_alone().contains(&id)
+    }
+
     fn lock_alone(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
         self.alone.lock().expect("alone lock poisoned")
     }
