@@ -187,7 +187,8 @@ struct WatchState {
     unreadable: HashMap<String, Instant>,
     /// New directories to walk once more, and when (see [`RECHECK_AFTER`]).
     rechecks: HashMap<PathBuf, Instant>,
-    /// Walks in progress, taken in order.
+    /// Walks in progress, taken from the front: directories events named
+    /// go ahead of a full walk.
     walks: VecDeque<ActiveWalk>,
     /// Raised by each full walk; every candidate carries the generation of
     /// the last walk (or event) that saw it.
@@ -358,7 +359,9 @@ impl Intake {
             }
             PathState::Dir => {
                 let walk = Walk::new(&root, path, watch.follow_symlinks);
-                state.walks.push_back(ActiveWalk { walk, full: None });
+                // Ahead of a full walk still working through a backlog:
+                // a fresh drop is seen now, not after the whole tree.
+                state.walks.push_front(ActiveWalk { walk, full: None });
                 state
                     .rechecks
                     .insert(path.to_path_buf(), Instant::now() + RECHECK_AFTER);
@@ -545,7 +548,7 @@ impl WatchState {
         for dir in due {
             self.rechecks.remove(&dir);
             let walk = Walk::new(&root, &dir, follow);
-            self.walks.push_back(ActiveWalk { walk, full: None });
+            self.walks.push_front(ActiveWalk { walk, full: None });
         }
     }
 
@@ -1084,6 +1087,35 @@ mod tests {
         assert_eq!(groups, ["/d2", "/d3"]);
         assert_eq!(waiting.settling, 0, "the walk is over");
         assert!(!intake.may_advance(now));
+    }
+
+    /// A directory an event names is walked before the rest of a full walk
+    /// that works through a backlog.
+    #[test]
+    fn a_new_drop_goes_ahead_of_a_paused_full_walk() {
+        let (_tmp, root, store, w) = setup(GroupBy::Directory);
+        for d in 0..4 {
+            let dir = root.join(format!("d{d}"));
+            std::fs::create_dir(&dir).unwrap();
+            for f in 0..3 {
+                std::fs::write(dir.join(format!("f{f}.txt")), format!("{d}/{f}")).unwrap();
+            }
+        }
+        let mut intake = Intake::new(&[w]).unwrap().candidate_cap(3);
+        let counters = Counters::default();
+        intake.start_scan(0, &counters);
+        let now = Instant::now();
+        intake.advance(now, &counters, &store);
+        let (plans, _) = intake.ready(now, false);
+        assert_eq!(plans.len(), 2, "d0 and d1 go to build");
+
+        let fresh = root.canonicalize().unwrap().join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        std::fs::write(fresh.join("a.txt"), b"new").unwrap();
+        intake.hint(0, &fresh, &counters, &store);
+        intake.advance(now, &counters, &store);
+        // The fresh file, then d2 up to the cap; d3 waits.
+        assert_eq!(intake.candidates(), 6 + 1 + 3);
     }
 
     /// Recorded files are looked up in the store, not held: a second walk

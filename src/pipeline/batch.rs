@@ -96,20 +96,59 @@ pub enum Verdict {
     },
 }
 
+/// The part of a batch answer the verdicts need. An answer echoes every
+/// object it created, blobs and all, and is as large as the request; read
+/// as a `Value` tree it cost several times that in memory. Here the echo
+/// is skipped while parsing, and only these fields are kept.
+#[derive(serde::Deserialize)]
+struct BatchAnswer {
+    succeeded: Vec<Entry>,
+    failed: Vec<Entry>,
+}
+
+/// One entry of `succeeded[]` or `failed[]`: its few fields as found
+/// (any JSON type), or anything else, which then counts as no fields.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Fields(EntryFields),
+    Other(serde::de::IgnoredAny),
+}
+
+#[derive(serde::Deserialize, Default)]
+struct EntryFields {
+    key_prefix: Option<Value>,
+    object_id: Option<Value>,
+    task_id: Option<Value>,
+    object_index: Option<Value>,
+    error: Option<Value>,
+    error_type: Option<Value>,
+}
+
+impl Entry {
+    fn get(&self, name: &str) -> Option<&Value> {
+        let Entry::Fields(f) = self else { return None };
+        match name {
+            "key_prefix" => f.key_prefix.as_ref(),
+            "object_id" => f.object_id.as_ref(),
+            "task_id" => f.task_id.as_ref(),
+            "object_index" => f.object_index.as_ref(),
+            "error" => f.error.as_ref(),
+            "error_type" => f.error_type.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// The verdicts of a 2xx batch answer for objects with these `key_prefixes`
 /// (in request order).
 pub fn verdicts(body: &[u8], key_prefixes: &[&str]) -> Vec<Verdict> {
     let n = key_prefixes.len();
-    let Ok(Value::Object(root)) = serde_json::from_slice::<Value>(body) else {
-        return vec![unreadable(); n];
-    };
-    let (Some(Value::Array(succeeded)), Some(Value::Array(failed))) =
-        (root.get("succeeded"), root.get("failed"))
-    else {
+    let Ok(BatchAnswer { succeeded, failed }) = serde_json::from_slice::<BatchAnswer>(body) else {
         return vec![unreadable(); n];
     };
     let mut out: Vec<Option<Verdict>> = vec![None; n];
-    for failure in failed {
+    for failure in &failed {
         let Some(index) = failure
             .get("object_index")
             .and_then(Value::as_u64)
@@ -145,7 +184,7 @@ pub fn verdicts(body: &[u8], key_prefixes: &[&str]) -> Vec<Verdict> {
         }
     }
     let mut unmatched = Vec::new();
-    for entry in succeeded {
+    for entry in &succeeded {
         let field = |name: &str| entry.get(name).and_then(Value::as_str).map(str::to_owned);
         let verdict = Verdict::Delivered {
             object_id: field("object_id"),
