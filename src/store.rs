@@ -8,7 +8,7 @@
 //! Inputs: objects built by the pipeline ([`NewObject`]) and the outcome of each
 //! submission (`mark_delivered`, `mark_retry`, `mark_dead`). Outputs: the objects due
 //! for sending ([`Store::due`]), what is known about each file ([`Store::file`],
-//! [`Store::files_of_watch`]), delivered hashes for `skip_duplicates`, and a
+//! [`Store::file_stat`]), delivered hashes for `skip_duplicates`, and a
 //! [`Summary`] for `status`.
 //!
 //! # Durability
@@ -79,7 +79,6 @@
 //!   pending object and are ignored (stale) for any other; `mark_delivered` wins
 //!   from any status, because the server's ack is the truth.
 
-use std::collections::HashMap;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -107,10 +106,6 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 /// `meta` key holding why submissions are paused, while they are; written by
 /// the daemon so `status` can tell the operator.
 pub const PAUSE_META_KEY: &str = "pause";
-
-/// `meta` key counting how often files were forgotten (a retried local dead
-/// letter), so a running daemon knows to reload what it holds as recorded.
-pub const FILES_GENERATION_META_KEY: &str = "files_generation";
 
 /// How many pending errors `summary` lists.
 const RECENT_ERRORS: usize = 10;
@@ -906,8 +901,13 @@ impl Store {
         .map_err(self.sql_error())
     }
 
-    /// Every recorded file of a watch, keyed by `rel`, in one query.
-    pub fn files_of_watch(&self, watch: &str) -> Result<HashMap<String, FileRecord>, StoreError> {
+    /// Every recorded file of a watch, keyed by `rel`, in one query: what
+    /// tests check the store's view against (the daemon asks `file_stat`).
+    #[cfg(test)]
+    pub fn files_of_watch(
+        &self,
+        watch: &str,
+    ) -> Result<std::collections::HashMap<String, FileRecord>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -918,7 +918,7 @@ impl Store {
         let rows = stmt
             .query_map(params![watch], |row| Ok((row.get(5)?, file_record(row)?)))
             .map_err(self.sql_error())?;
-        rows.collect::<rusqlite::Result<HashMap<String, FileRecord>>>()
+        rows.collect::<rusqlite::Result<std::collections::HashMap<String, FileRecord>>>()
             .map_err(self.sql_error())
     }
 
@@ -1068,16 +1068,7 @@ impl Store {
         // SQLite's LIMIT is an i64; more than that many rows cannot exist.
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![now_ms, limit], |row| {
-                Ok(OutboxItem {
-                    id: row.get(0)?,
-                    watch: row.get(1)?,
-                    bucket: row.get(2)?,
-                    key_prefix: row.get(3)?,
-                    spec_json: row.get(4)?,
-                    attempts: row.get(5)?,
-                })
-            })
+            .query_map(params![now_ms, limit], outbox_item)
             .map_err(self.sql_error())?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(self.sql_error())
@@ -1146,16 +1137,7 @@ impl Store {
         let mut items = Vec::with_capacity(ids.len());
         for id in ids {
             let item = stmt
-                .query_row(params![id], |row| {
-                    Ok(OutboxItem {
-                        id: row.get(0)?,
-                        watch: row.get(1)?,
-                        bucket: row.get(2)?,
-                        key_prefix: row.get(3)?,
-                        spec_json: row.get(4)?,
-                        attempts: row.get(5)?,
-                    })
-                })
+                .query_row(params![id], outbox_item)
                 .optional()
                 .map_err(self.sql_error())?;
             items.extend(item);
@@ -1469,25 +1451,15 @@ impl Store {
             let mut files =
                 tx.prepare_cached("UPDATE files SET state = 'pending' WHERE object_id = ?1")?;
             let mut count = 0;
-            let mut forgot = false;
             for id in ids {
                 forget_files.execute(params![id])?;
                 if forget_object.execute(params![id])? > 0 {
-                    forgot = true;
                     count += 1;
                 } else if object.execute(params![id, now])? > 0 {
                     // A repeated id matches only once: the first pass made it pending.
                     files.execute(params![id])?;
                     count += 1;
                 }
-            }
-            if forgot {
-                // Tells a running daemon that files it holds as known are not.
-                tx.prepare_cached(
-                    "INSERT INTO meta (key, value) VALUES (?1, '1')
-                     ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
-                )?
-                .execute(params![FILES_GENERATION_META_KEY])?;
             }
             Ok(count)
         })
@@ -1847,6 +1819,18 @@ fn has_sqlite_header(path: &Path) -> Result<bool, StoreError> {
 }
 
 /// An error while opening: "not a database" gets its own, clearer variant.
+/// An outbox item from a row of `id, watch, bucket, key_prefix, spec, attempts`.
+fn outbox_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxItem> {
+    Ok(OutboxItem {
+        id: row.get(0)?,
+        watch: row.get(1)?,
+        bucket: row.get(2)?,
+        key_prefix: row.get(3)?,
+        spec_json: row.get(4)?,
+        attempts: row.get(5)?,
+    })
+}
+
 fn open_error(path: &Path, source: rusqlite::Error) -> StoreError {
     if source.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
         StoreError::NotADatabase {

@@ -1006,6 +1006,17 @@ mod tests {
         (tmp, root, store, w)
     }
 
+    /// `d0` … `d3` under `root`, three files each.
+    fn four_directories_of_three(root: &Path) {
+        for d in 0..4 {
+            let dir = root.join(format!("d{d}"));
+            std::fs::create_dir(&dir).unwrap();
+            for f in 0..3 {
+                std::fs::write(dir.join(format!("f{f}.txt")), format!("{d}/{f}")).unwrap();
+            }
+        }
+    }
+
     /// A file written into a new directory after the scan its creation
     /// event triggered, with no event of its own (the OS watch on the
     /// directory was not in place yet), is found by the second look.
@@ -1044,13 +1055,7 @@ mod tests {
     #[test]
     fn a_walk_pauses_at_the_cap_between_directories() {
         let (_tmp, root, store, w) = setup(GroupBy::Directory);
-        for d in 0..4 {
-            let dir = root.join(format!("d{d}"));
-            std::fs::create_dir(&dir).unwrap();
-            for f in 0..3 {
-                std::fs::write(dir.join(format!("f{f}.txt")), format!("{d}/{f}")).unwrap();
-            }
-        }
+        four_directories_of_three(&root);
         let mut intake = Intake::new(&[w]).unwrap().candidate_cap(4);
         let counters = Counters::default();
         intake.start_scan(0, &counters);
@@ -1094,13 +1099,7 @@ mod tests {
     #[test]
     fn a_new_drop_goes_ahead_of_a_paused_full_walk() {
         let (_tmp, root, store, w) = setup(GroupBy::Directory);
-        for d in 0..4 {
-            let dir = root.join(format!("d{d}"));
-            std::fs::create_dir(&dir).unwrap();
-            for f in 0..3 {
-                std::fs::write(dir.join(format!("f{f}.txt")), format!("{d}/{f}")).unwrap();
-            }
-        }
+        four_directories_of_three(&root);
         let mut intake = Intake::new(&[w]).unwrap().candidate_cap(3);
         let counters = Counters::default();
         intake.start_scan(0, &counters);
